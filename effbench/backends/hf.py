@@ -1,0 +1,365 @@
+"""Hugging Face backend: transformers on the merged LoRA weights, with effbench's own decode loop.
+
+Why not `model.generate`: effbench needs per-row stop sequences, per-row seeds, raw logprobs
+with top-k alternatives, echo with prompt logprobs, and finished rows dropped from the batch,
+all in one pass. The loop below is the whole hot path; bench/ keeps it within 10% of generate().
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Sequence
+
+from effbench.contracts import (
+    BackendCapabilities,
+    Completion,
+    EffbenchError,
+    GenerationRequest,
+    GenerationResult,
+    Timings,
+    TokenLogprob,
+)
+from effbench.merge import merged_model_dir
+from effbench.submission import Submission
+
+try:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+except ImportError as e:  # pragma: no cover - exercised only on an install without the extra
+    raise EffbenchError(f"the hf backend needs the 'hf' extra: pip install -c constraints.txt 'effbench[hf]' ({e})") from None
+
+
+def _pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, device: str | None = None):
+        self.submission = submission
+        self.cache_dir = cache_dir
+        self.device = device or _pick_device()
+        self.model = None
+        self.tokenizer = None
+        self.model_dir: Path | None = None
+        self.merged_now = False
+        self.load_seconds = 0.0
+        self._batch_counter = 0
+        self._piece_cache: dict[int, str] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> BackendCapabilities:
+        lim = self.submission.manifest.limits
+        return BackendCapabilities(max_batch_size=lim.max_batch_size, max_sequence_length=lim.max_sequence_length)
+
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        m = self.submission.manifest
+        self.model_dir, self.merged_now = merged_model_dir(self.submission, m.dtype, self.cache_dir)
+        local = self.submission.base_dir is not None
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            str(self.model_dir), trust_remote_code=self.submission.trust_remote_code, local_files_only=local
+        )
+        self.tokenizer.padding_side = "left"
+        kwargs = dict(
+            dtype=getattr(torch, m.dtype),
+            trust_remote_code=self.submission.trust_remote_code,
+            use_safetensors=not self.submission.allow_pickle,
+            local_files_only=local,
+        )
+        if m.quantization != "none":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = (
+                BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, m.dtype), bnb_4bit_quant_type="nf4")
+                if m.quantization == "bnb-4bit"
+                else BitsAndBytesConfig(load_in_8bit=True)
+            )
+            kwargs["device_map"] = self.device
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), **kwargs).eval()
+        if m.quantization == "none":
+            self.model.to(self.device)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.load_seconds = time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # ---- generation ------------------------------------------------------------------------
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        if self.model is None:
+            raise RuntimeError("HFBackend.generate() before start()")
+        queued = time.time()
+        self._batch_counter += 1
+        bid = self._batch_counter
+        limit = self.capabilities.max_sequence_length
+        encoded = [self.tokenizer.encode(r.prompt, add_special_tokens=True) for r in batch]
+
+        results: list[GenerationResult | None] = [None] * len(batch)
+        runnable: list[int] = []
+        for i, (req, ids) in enumerate(zip(batch, encoded)):
+            error = None
+            if len(ids) + req.max_tokens > limit:
+                error = f"prompt of {len(ids)} tokens + max_tokens {req.max_tokens} exceeds max_sequence_length {limit}"
+            elif req.num_completions < 1 or req.max_tokens < 0:
+                error = f"invalid request: num_completions={req.num_completions}, max_tokens={req.max_tokens}"
+            if error:
+                results[i] = GenerationResult(req.id, (), len(ids), 0, Timings(queued, queued, None, time.time()), bid, len(batch), 0, error)
+            else:
+                runnable.append(i)
+        if runnable:
+            done = self._run([batch[i] for i in runnable], [encoded[i] for i in runnable], bid, len(batch), queued)
+            for i, res in zip(runnable, done):
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _run(
+        self, reqs: list[GenerationRequest], encoded: list[list[int]], bid: int, bsize: int, queued: float
+    ) -> list[GenerationResult]:
+        dev = self.device
+        started = time.time()
+        B, L = len(reqs), max(len(ids) for ids in encoded)
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for b, ids in enumerate(encoded):  # left padding
+            input_ids[b, L - len(ids) :] = torch.tensor(ids)
+            mask[b, L - len(ids) :] = 1
+        input_ids, mask = input_ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]
+        echo = any(r.echo_prompt for r in reqs)
+
+        # Prefill: all prompt positions at once. Logits for every position only when echo needs them.
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            use_cache=True, logits_to_keep=0 if echo else 1,
+        )
+        logits = out.logits  # [B, L or 1, V]
+        prompt_lps = self._prompt_logprobs(reqs, encoded, input_ids, logits, L) if echo else [None] * B
+
+        # Rows: one per completion. row_req[r] = index of the request that row r belongs to.
+        row_req = [b for b, r in enumerate(reqs) for _ in range(r.num_completions)]
+        row_idx = torch.tensor(row_req, device=dev)
+        if len(row_req) != B:
+            cache.batch_select_indices(row_idx)
+        next_logits = logits[:, -1, :].index_select(0, row_idx)  # [R, V]
+        mask = mask.index_select(0, row_idx)  # [R, L]
+        last_pos = positions[:, -1].index_select(0, row_idx)  # [R]
+
+        R = len(row_req)
+        budget = [reqs[b].max_tokens for b in row_req]
+        gens = [_sampler(reqs[b], k, dev) for b, k in _completion_numbers(reqs)]
+        tok_ids: list[list[int]] = [[] for _ in range(R)]
+        tok_lps: list[list[float]] = [[] for _ in range(R)]
+        tok_tops: list[list[dict[str, float]]] = [[] for _ in range(R)]
+        finish = ["length"] * R
+        first_token: float | None = None
+        active = [r for r in range(R) if budget[r] > 0]  # row ids still decoding, in batch order
+        if len(active) != R:
+            sel = torch.tensor(active, device=dev, dtype=torch.long)
+            cache.batch_select_indices(sel)
+            next_logits, mask, last_pos = next_logits[sel], mask[sel], last_pos[sel]
+        max_k = max(r.top_k_per_token for r in reqs)
+
+        while active:
+            # next_logits: [A, V] for the A active rows
+            lps = torch.log_softmax(next_logits.float(), dim=-1)  # raw model logprobs, before temperature
+            chosen = self._choose(next_logits, [reqs[row_req[r]] for r in active], [gens[r] for r in active])  # [A]
+            chosen_lp = lps.gather(1, chosen[:, None])[:, 0]  # [A]
+            top_v, top_i = lps.topk(max_k, dim=-1) if max_k > 1 else (None, None)  # [A, k]
+            chosen_l, chosen_lp_l = chosen.tolist(), chosen_lp.tolist()  # device sync, once per step
+            top_vl, top_il = (top_v.tolist(), top_i.tolist()) if top_v is not None else (None, None)
+            if first_token is None:
+                first_token = time.time()
+
+            keep: list[int] = []
+            for a, r in enumerate(active):
+                req = reqs[row_req[r]]
+                t = chosen_l[a]
+                if t in self.eos_ids:
+                    finish[r] = "eos"
+                    continue
+                tok_ids[r].append(t)
+                tok_lps[r].append(chosen_lp_l[a])
+                if top_vl is not None and req.top_k_per_token > 1:
+                    k = req.top_k_per_token
+                    tok_tops[r].append({self._piece(i): v for i, v in zip(top_il[a][:k], top_vl[a][:k])})
+                else:
+                    tok_tops[r].append({})
+                if req.stop_sequences and self._hit_stop(tok_ids[r], req.stop_sequences):
+                    finish[r] = "stop"
+                    continue
+                if len(tok_ids[r]) >= budget[r]:
+                    continue
+                keep.append(a)
+            if not keep:
+                break
+            if len(keep) != len(active):  # drop finished rows from the batch (and the KV cache)
+                sel = torch.tensor(keep, device=dev, dtype=torch.long)
+                cache.batch_select_indices(sel)
+                chosen, mask, last_pos = chosen[sel], mask[sel], last_pos[sel]
+                active = [active[a] for a in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [A, L+t]
+            last_pos = last_pos + 1
+            out = self.model(
+                input_ids=chosen[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                past_key_values=cache, use_cache=True,
+            )
+            next_logits = out.logits[:, -1, :]
+
+        finished = time.time()
+        return self._assemble(
+            reqs, encoded, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
+            Timings(queued, started, first_token, finished), bid, bsize,
+        )
+
+    # ---- pieces of the loop ----------------------------------------------------------------
+    def _choose(self, logits: "torch.Tensor", reqs: list[GenerationRequest], gens: list) -> "torch.Tensor":
+        """Greedy argmax for greedy rows; temperature + top-p sampling with each row's own generator."""
+        greedy = logits.argmax(dim=-1)  # [A]
+        if all(r.greedy for r in reqs):
+            return greedy
+        out = greedy.clone()
+        for a, (req, gen) in enumerate(zip(reqs, gens)):
+            if req.greedy:
+                continue
+            probs = torch.softmax(logits[a].float() / req.temperature, dim=-1)
+            if req.top_p < 1.0:
+                sp, si = probs.sort(descending=True)
+                cut = sp.cumsum(0) - sp > req.top_p  # keep the smallest prefix whose mass reaches top_p
+                sp[cut] = 0.0
+                probs = torch.zeros_like(probs).scatter_(0, si, sp)
+            out[a] = torch.multinomial(probs, 1, generator=gen)[0]
+        return out
+
+    def _hit_stop(self, ids: list[int], stops: Sequence[str]) -> bool:
+        # A stop string of n characters spans at most 4n byte-level tokens; decode just that tail.
+        window = 4 * max(len(s) for s in stops) + 4
+        tail = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+    def _piece(self, token_id: int) -> str:
+        piece = self._piece_cache.get(token_id)
+        if piece is None:
+            piece = self._piece_cache[token_id] = self.tokenizer.decode([token_id])
+        return piece
+
+    def _token_texts(self, ids: list[int]) -> list[str]:
+        """Per-token texts whose concatenation is exactly decode(ids) (multi-byte characters
+        split across tokens land on the token that completes them)."""
+        texts, prev = [], ""
+        for i in range(len(ids)):
+            cur = self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+            if cur.endswith("\ufffd") and i + 1 < len(ids):
+                texts.append("")
+                continue
+            texts.append(cur[len(prev) :])
+            prev = cur
+        return texts
+
+    def _prompt_logprobs(self, reqs, encoded, input_ids, logits, L) -> list[list[TokenLogprob] | None]:
+        """Logprob of each prompt token given the ones before it (echo_prompt)."""
+        lps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, L-1, V]: predicts position t+1
+        nxt = lps.gather(2, input_ids[:, 1:, None])[..., 0]  # [B, L-1]
+        special = set(self.tokenizer.all_special_ids)
+        out: list[list[TokenLogprob] | None] = []
+        for b, (req, ids) in enumerate(zip(reqs, encoded)):
+            if not req.echo_prompt:
+                out.append(None)
+                continue
+            start = L - len(ids)
+            row = nxt[b, start:].tolist()  # logprob of ids[1:], conditioned on what precedes
+            body = [(j, t) for j, t in enumerate(ids) if t not in special]
+            texts = self._token_texts([t for _, t in body])
+            out.append([TokenLogprob(text, row[j - 1] if j > 0 else 0.0, {}, t) for (j, t), text in zip(body, texts)])
+        return out
+
+    def _assemble(self, reqs, encoded, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps, timings, bid, bsize):
+        by_req: list[list[Completion]] = [[] for _ in reqs]
+        for r, b in enumerate(row_req):
+            req = reqs[b]
+            ids = tok_ids[r]
+            texts = self._token_texts(ids)
+            tokens = [TokenLogprob(t, lp, top, i) for t, lp, top, i in zip(texts, tok_lps[r], tok_tops[r], ids)]
+            text = "".join(texts)
+            reason = finish[r]
+            if req.stop_sequences:
+                tokens, text, reason = _cut_at_stop(tokens, text, req.stop_sequences, reason)
+            if req.echo_prompt:
+                tokens = list(prompt_lps[b]) + tokens
+                text = req.prompt + text
+            by_req[b].append(Completion(text, tuple(tokens), reason))
+        results = []
+        for b, req in enumerate(reqs):
+            out_toks = sum(len(tok_ids[r]) for r, rb in enumerate(row_req) if rb == b)
+            kept = sum(len(c.tokens) for c in by_req[b]) - (len(prompt_lps[b]) * req.num_completions if req.echo_prompt else 0)
+            results.append(
+                GenerationResult(
+                    request_id=req.id,
+                    completions=tuple(by_req[b]),
+                    prompt_tokens=len(encoded[b]),
+                    output_tokens=kept,
+                    timings=timings,
+                    batch_id=bid,
+                    batch_size=bsize,
+                    computed_tokens=len(encoded[b]) + out_toks,
+                )
+            )
+        return results
+
+
+def _cut_at_stop(tokens: list[TokenLogprob], text: str, stops: Sequence[str], reason: str):
+    """HELM's rule: the text ends just before the earliest stop sequence; tokens past it go,
+    and a token that straddles the cut keeps only its part before it."""
+    hits = [text.find(s) for s in stops if s in text]
+    if not hits:
+        return tokens, text, reason
+    cut = min(hits)
+    kept, pos = [], 0
+    for t in tokens:
+        if pos >= cut:
+            break
+        if pos + len(t.text) > cut:
+            t = TokenLogprob(t.text[: cut - pos], t.logprob, t.top_logprobs, t.token_id)
+        kept.append(t)
+        pos += len(t.text)
+    return kept, text[:cut], "stop"
+
+
+def _completion_numbers(reqs: Sequence[GenerationRequest]):
+    for b, r in enumerate(reqs):
+        for k in range(r.num_completions):
+            yield b, k
+
+
+def _sampler(req: GenerationRequest, k: int, device: str):
+    """A generator per completion row, so sampled output depends on (seed, k), not on batch-mates."""
+    if req.greedy:
+        return None
+    g = torch.Generator(device=device)
+    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
+    g.manual_seed(seed * 1009 + k)
+    return g
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return set()
+    return set(ids) if isinstance(ids, (list, tuple)) else {ids}

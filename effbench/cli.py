@@ -1,0 +1,110 @@
+"""The `effbench` command line (typer + rich). Errors an user can fix print one line, exit 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from effbench import __version__
+from effbench.contracts import EffbenchError
+
+app = typer.Typer(
+    help="Time-limited evaluation of fine-tuned LLMs (base model + LoRA) with HELM scenarios.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"effbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    """effbench evaluates a submission folder against a suite of HELM run entries."""
+
+
+def _fail(e: EffbenchError) -> None:
+    console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Argument(help="Folder to create (must be absent or empty).")],
+    hidden_size: Annotated[int, typer.Option(help="Model width; head_dim stays 64.")] = 128,
+    layers: Annotated[int, typer.Option(help="Number of decoder layers.")] = 2,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Build the base model only.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for tokenizer corpus and weights.")] = 0,
+) -> None:
+    """Build the demo submission: a tokenizer trained locally, a small random Llama and a LoRA
+    adapter, offline and deterministic (same seed, same bytes), in a few seconds."""
+    from effbench.demo import build_demo
+
+    try:
+        path = build_demo(out, hidden_size=hidden_size, num_layers=layers, num_heads=max(1, hidden_size // 64),
+                          with_adapter=not no_adapter, seed=seed)
+    except EffbenchError as e:
+        _fail(e)
+    console.print(f"demo submission written to [bold]{path}[/]; next: effbench run {path}")
+
+
+@app.command()
+def run(
+    submission: Annotated[Path, typer.Argument(help="Submission folder (with effbench.toml).")],
+    suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file.")] = "default",
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>.")] = None,
+    max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Instances per run (overrides the suite's).")] = None,
+    runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model code. Only for trusted submissions.")] = False,
+) -> None:
+    """Evaluate SUBMISSION on a suite: HELM builds prompts and metrics, effbench batches the
+    requests through the submission's backend. Writes results.json and HELM run folders."""
+    from effbench.live import LiveView
+    from effbench.runner import RunOptions, run_suite
+    from effbench.submission import Submission
+    from effbench.suites import load_suite
+
+    try:
+        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        suite_obj = load_suite(suite)
+        out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}"
+        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir)
+        with LiveView(console, suite_obj) as view:
+            outcome = run_suite(sub, suite_obj, opts, view.progress)
+    except EffbenchError as e:
+        _fail(e)
+    view.summary(outcome.results)
+    console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{suite_obj.name}/")
+
+
+@app.command()
+def suites() -> None:
+    """List the built-in suites."""
+    from rich.table import Table
+
+    from effbench.suites import available_suites, load_suite
+
+    table = Table("suite", "runs", "max instances/run", "budget (min)", "weight", "description")
+    for name in available_suites():
+        s = load_suite(name)
+        table.add_row(name, str(len(s.runs)), str(s.max_eval_instances or "all"), f"{s.budget_minutes:g}", f"{s.weight:g}", s.description)
+    Console().print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,154 @@
+"""Build a demo submission offline and deterministically, in seconds.
+
+A byte-level BPE tokenizer trained on a built-in corpus, a small random Llama (head_dim 64 so
+vLLM's CPU attention accepts it) and a LoRA adapter with non-zero weights, laid out as a valid
+submission folder. Same arguments, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from effbench.contracts import EffbenchError
+
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
+_WORDS = (
+    "the a an of to in and or is was are be not no yes true false answer question because so if then "
+    "when which who what why how many more less most least all some none each every number one two "
+    "three four five six seven eight nine ten first second third last before after above below left "
+    "right up down model data test train score time budget minute second token prompt output input "
+    "run suite scenario metric exact match choice correct wrong ( ) [ ] { } + - * / = < > : ; , . ? !"
+).split()
+
+
+def _corpus(n_lines: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    zen = (
+        "Beautiful is better than ugly. Explicit is better than implicit. Simple is better than complex. "
+        "Errors should never pass silently. In the face of ambiguity, refuse the temptation to guess."
+    )
+    lines = [zen]
+    for _ in range(n_lines):
+        k = rng.randint(4, 16)
+        words = [rng.choice(_WORDS) for _ in range(k)]
+        if rng.random() < 0.3:
+            words.append(str(rng.randint(0, 9999)))
+        lines.append(" ".join(words) + rng.choice([".", "?", "\n", "\n\n", ""]))
+    return lines
+
+
+def build_tokenizer(out: Path, vocab_size: int = 1024, seed: int = 0, model_max_length: int = 2048):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(4000, seed), trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=model_max_length,
+        padding_side="left",
+    )
+    fast.save_pretrained(out)
+    # transformers writes model_max_length as given, but make sure it is a real number (HELM refuses 1e30).
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model_max_length"] = model_max_length
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return fast
+
+
+def build_demo(
+    out: str | Path,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int = 344,
+    vocab_size: int = 1024,
+    lora_rank: int = 8,
+    with_adapter: bool = True,
+    seed: int = 0,
+    name: str = "demo",
+    max_batch_size: int = 8,
+    dtype: str = "float32",
+) -> Path:
+    """Write a submission folder at `out` (must be empty or absent); returns its path."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise EffbenchError(f"{out}: folder exists and is not empty; choose a new folder for the demo submission")
+    base = out / "base"
+    base.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = build_tokenizer(base, vocab_size=vocab_size, seed=seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        head_dim=hidden_size // num_heads,
+        max_position_embeddings=2048,
+        initializer_range=0.2,  # large on purpose: peaked logits, few near-ties in greedy decoding
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        torch_dtype=dtype,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(base, safe_serialization=True)
+
+    manifest = [f'name = "{name}"', 'base = "base"']
+    if with_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed + 1)
+        lora = LoraConfig(
+            r=lora_rank,
+            lora_alpha=2 * lora_rank,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            lora_dropout=0.0,
+            init_lora_weights=False,  # random A and B: the adapter really changes the outputs
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, lora)
+        peft_model.peft_config["default"].base_model_name_or_path = "effbench-demo-base"
+        # save_embedding_layers=False: no look-up of the base on the hub (we are offline).
+        peft_model.save_pretrained(out / "adapter", safe_serialization=True, save_embedding_layers=False)
+        cfg_path = out / "adapter" / "adapter_config.json"  # target_modules is saved from a set: sort it
+        cfg = json.loads(cfg_path.read_text())
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        manifest.append('adapter = "adapter"')
+    manifest += [
+        'backend = "hf"',
+        f'dtype = "{dtype}"',
+        'quantization = "none"',
+        "",
+        "[limits]",
+        f"max_batch_size = {max_batch_size}",
+        "max_sequence_length = 2048",
+    ]
+    (out / "effbench.toml").write_text("\n".join(manifest) + "\n")
+    return out

@@ -1,0 +1,241 @@
+"""Where effbench plugs into HELM (crfm-helm 0.5.16, pinned): plan, then execute, then score.
+
+HELM's `Runner.run_one` interleaves the three per run. effbench splits them (HELM-NOTES.md):
+`plan_run` does steps 1-4 (scenario, downsample, augment, adapt) for every run before the first
+request, so the whole workload is known; effbench's scheduler fills every `RequestState.result`;
+`score_run` does steps 6-7 (annotate, metrics, write the run folder) exactly as HELM does.
+Only HELM's public classes and functions are used, so an upgrade that moves them fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from helm.benchmark.adaptation.adapters.adapter_factory import AdapterFactory
+from helm.benchmark.adaptation.request_state import RequestState
+from helm.benchmark.adaptation.scenario_state import ScenarioState
+from helm.benchmark.annotation_executor import AnnotationExecutionSpec, AnnotationExecutor
+from helm.benchmark.data_preprocessor import DataPreprocessor
+from helm.benchmark.executor import ExecutionSpec, Executor
+from helm.benchmark.metrics.metric import PerInstanceStats, Stat, create_metric
+from helm.benchmark.metrics.metric_service import MetricService
+from helm.benchmark.model_deployment_registry import ClientSpec, ModelDeployment, register_model_deployment
+from helm.benchmark.model_metadata_registry import get_unknown_model_metadata, register_model_metadata
+from helm.benchmark.presentation.run_entry import RunEntry
+from helm.benchmark.run import run_entries_to_run_specs
+from helm.benchmark.run_spec import RunSpec
+from helm.benchmark.runner import (
+    downsample_eval_instances,
+    remove_per_instance_stats_nans,
+    remove_stats_nans,
+    set_benchmark_output_path,
+)
+from helm.benchmark.scenarios.scenario import EVAL_SPLITS, Scenario, create_scenario, get_scenario_cache_path, with_instance_ids
+from helm.benchmark.tokenizer_config_registry import TokenizerConfig, TokenizerSpec, register_tokenizer_config
+from helm.clients.client import Client
+from helm.common.authentication import Authentication
+from helm.common.general import asdict_without_nones, ensure_directory_exists, write
+from helm.common.request import GeneratedOutput, Request, RequestResult, Token
+from helm.common.tokenization_request import TokenizationRequest
+from helm.benchmark.window_services.tokenizer_service import TokenizerService
+
+from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Origin
+
+_registered: set[str] = set()
+
+
+class NotExecutedByHelmClient(Client):
+    """The client HELM sees for an effbench model. effbench's scheduler fills every result itself;
+    if HELM ever tried to send a request through a client, that would bypass the scheduler and
+    its budget, so this fails loudly instead of answering."""
+
+    def __init__(self, **_: object):
+        pass
+
+    def make_request(self, request: Request) -> RequestResult:
+        raise RuntimeError("effbench models are executed by effbench's scheduler, not by a HELM client")
+
+
+def register_model(helm_name: str, tokenizer_dir: Path, max_sequence_length: int) -> None:
+    """Register deployment, tokenizer and metadata for `helm_name` (idempotent per process)."""
+    if helm_name in _registered:
+        return
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    register_model_metadata(get_unknown_model_metadata(helm_name))
+    register_tokenizer_config(
+        TokenizerConfig(
+            name=helm_name,
+            tokenizer_spec=TokenizerSpec(
+                class_name="helm.tokenizers.huggingface_tokenizer.HuggingFaceTokenizer",
+                args={"pretrained_model_name_or_path": str(tokenizer_dir)},
+            ),
+            end_of_text_token=tok.eos_token or "",
+            prefix_token=tok.bos_token or "",
+        )
+    )
+    register_model_deployment(
+        ModelDeployment(
+            name=helm_name,
+            client_spec=ClientSpec(class_name=f"{__name__}.NotExecutedByHelmClient", args={}),
+            model_name=helm_name,
+            tokenizer_name=helm_name,
+            max_sequence_length=max_sequence_length,
+        )
+    )
+    _registered.add(helm_name)
+
+
+@dataclass
+class RunPlan:
+    """One HELM run after adaptation: every request it will send is known."""
+
+    spec: RunSpec
+    scenario: Scenario
+    request_states: list[RequestState]
+    entry: str  # the suite's entry this run came from
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class HelmSession:
+    """HELM's services for one output folder: tokenizer and metric services, annotation executor."""
+
+    def __init__(self, helm_dir: Path, suite: str, parallelism: int = 4):
+        self.helm_dir = helm_dir
+        self.suite = suite
+        self.parallelism = parallelism
+        local_path = helm_dir / "prod_env"
+        ensure_directory_exists(str(local_path))
+        set_benchmark_output_path(str(helm_dir))
+        spec = ExecutionSpec(url=None, auth=Authentication(""), local_path=str(local_path), parallelism=parallelism)
+        self.executor = Executor(spec)
+        self.tokenizer_service = TokenizerService(self.executor.context)
+        self.metric_service = MetricService(self.executor.context)
+        self.annotator = AnnotationExecutor(AnnotationExecutionSpec(local_path=str(local_path), parallelism=parallelism))
+        self.runs_dir = helm_dir / "runs" / suite
+        self.eval_cache = self.runs_dir / "eval_cache"
+        ensure_directory_exists(str(self.eval_cache))
+
+    def run_specs(self, entries: list[tuple[str, int | None]], helm_model: str, max_eval_instances: int | None) -> list[tuple[str, RunSpec]]:
+        """Suite entries (HELM run-entry descriptions without a model) -> RunSpecs for `helm_model`.
+        A per-entry max_eval_instances wins over the suite-wide one, as in the challenge."""
+        out = []
+        for entry, per_entry in entries:
+            desc = f"{entry},model={helm_model}" if ":" in entry else f"{entry}:model={helm_model}"
+            try:
+                specs = run_entries_to_run_specs(
+                    [RunEntry(description=desc, priority=1, groups=None)],
+                    max_eval_instances=per_entry if per_entry is not None else max_eval_instances,
+                )
+            except Exception as e:  # HELM raises bare ValueError/KeyError for unknown scenarios or args
+                raise EffbenchError(f"suite {self.suite}: run entry '{entry}': HELM cannot build it ({type(e).__name__}: {e})") from e
+            out.extend((entry, s) for s in specs)
+        return out
+
+    def plan_run(self, entry: str, spec: RunSpec) -> RunPlan:
+        """HELM's steps 1-4: scenario instances, downsampling, augmentation, adaptation."""
+        scenario = create_scenario(spec.scenario_spec)
+        instances = scenario.get_instances(get_scenario_cache_path(str(self.helm_dir), scenario.name))
+        if any(i.id is None for i in instances):
+            instances = with_instance_ids(instances)
+        if spec.adapter_spec.max_eval_instances is not None:
+            splits = spec.adapter_spec.eval_splits or EVAL_SPLITS
+            instances = downsample_eval_instances(instances, spec.adapter_spec.max_eval_instances, splits)
+        instances = DataPreprocessor(spec.data_augmenter_spec).preprocess(instances, self.parallelism)
+        adapter = AdapterFactory.get_adapter(spec.adapter_spec, self.tokenizer_service)
+        states = adapter.adapt(instances, self.parallelism)
+        return RunPlan(spec, scenario, states, entry)
+
+    def count_tokens(self, helm_model: str, text: str) -> int:
+        resp = self.tokenizer_service.tokenize(TokenizationRequest(text=text, tokenizer=helm_model, encode=True))
+        return len(resp.tokens)
+
+    def score_run(self, plan: RunPlan, states: list[RequestState]) -> tuple[list[Stat], Path]:
+        """HELM's steps 6-7 on filled request states; writes the run folder HELM would write."""
+        spec = plan.spec
+        scenario_state = ScenarioState(adapter_spec=spec.adapter_spec, request_states=states, annotator_specs=spec.annotators)
+        scenario_state = self.annotator.execute(scenario_state)
+        stats: list[Stat] = []
+        per_instance: list[PerInstanceStats] = []
+        for metric_spec in spec.metric_specs:
+            result = create_metric(metric_spec).evaluate(scenario_state, self.metric_service, str(self.eval_cache), self.parallelism)
+            stats.extend(result.aggregated_stats)
+            per_instance.extend(result.per_instance_stats)
+        run_path = self.runs_dir / spec.name
+        ensure_directory_exists(str(run_path))
+        stats = remove_stats_nans(stats)
+        files = {
+            "run_spec.json": asdict_without_nones(spec),
+            "scenario.json": asdict_without_nones(plan.scenario),
+            "scenario_state.json": asdict_without_nones(scenario_state),
+            "stats.json": [asdict_without_nones(s) for s in stats],
+            "per_instance_stats.json": list(map(asdict_without_nones, remove_per_instance_stats_nans(per_instance))),
+        }
+        for name, obj in files.items():
+            write(str(run_path / name), json.dumps(obj, indent=2))
+        return stats, run_path
+
+
+def to_generation_request(state: RequestState, suite: str, run: str, index: int) -> GenerationRequest:
+    r = state.request
+    return GenerationRequest(
+        id=f"{run}#{index}",
+        prompt=r.prompt,
+        max_tokens=r.max_tokens,
+        stop_sequences=tuple(r.stop_sequences),
+        temperature=r.temperature,
+        top_p=r.top_p,
+        num_completions=r.num_completions,
+        top_k_per_token=r.top_k_per_token,
+        echo_prompt=r.echo_prompt,
+        seed=None,
+        origin=Origin(suite=suite, run=run, instance=state.instance.id or "", index=index),
+    )
+
+
+def to_request_result(res: GenerationResult) -> RequestResult:
+    """effbench result -> HELM RequestResult. A failed request becomes an empty completion with
+    success=False and its error kept, so HELM's metrics score it as wrong, not skip it."""
+    if res.error is not None:
+        return RequestResult(
+            success=False,
+            embedding=[],
+            completions=[GeneratedOutput(text="", logprob=0.0, tokens=[])],
+            cached=False,
+            error=res.error,
+            request_time=res.timings.latency,
+        )
+    completions = [
+        GeneratedOutput(
+            text=c.text,
+            logprob=c.logprob,
+            tokens=[Token(text=t.text, logprob=t.logprob) for t in c.tokens],
+            finish_reason={"reason": c.finish_reason},
+        )
+        for c in res.completions
+    ]
+    return RequestResult(
+        success=True,
+        embedding=[],
+        completions=completions,
+        cached=False,
+        request_time=res.timings.latency,
+        request_datetime=int(res.timings.started) if res.timings.started else None,
+        batch_size=res.batch_size,
+        batch_request_time=res.timings.latency,
+    )
+
+
+def fill(state: RequestState, res: GenerationResult) -> RequestState:
+    return replace(state, result=to_request_result(res))
+
+
+def helm_model_name(submission_name: str) -> str:
+    return f"effbench/{submission_name}"
+

@@ -1,0 +1,66 @@
+"""The terminal view of a run: a rich progress bar per run and overall, then a summary table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from effbench.runner import Progress
+from effbench.suites import Suite
+
+
+class LiveView:
+    def __init__(self, console: Console, suite: Suite):
+        self.console = console
+        self.suite = suite
+        self.bars = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self.phase_task = None
+        self.total_task = None
+        self.run_tasks: dict[str, int] = {}
+        self.progress = Progress(on_phase=self._phase, on_plan=self._plan, on_batch=self._batch)
+
+    def __enter__(self) -> "LiveView":
+        self.bars.start()
+        self.phase_task = self.bars.add_task("phase: start", total=None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def _phase(self, name: str) -> None:
+        self.bars.update(self.phase_task, description=f"phase: {name}")
+
+    def _plan(self, requests_per_run: dict[str, int]) -> None:
+        self.total_task = self.bars.add_task(f"[bold]{self.suite.name}: all runs", total=sum(requests_per_run.values()))
+        for name, n in requests_per_run.items():
+            self.run_tasks[name] = self.bars.add_task(f"  {name}", total=n)
+
+    def _batch(self, reqs, results) -> None:
+        self.bars.advance(self.total_task, len(reqs))
+        for r in reqs:
+            self.bars.advance(self.run_tasks[r.origin.run], 1)
+
+    def summary(self, results: dict) -> None:
+        t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
+        for col in ("run", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
+            t.add_column(col, justify="left" if col in ("run", "metric") else "right")
+        for r in results["runs"]:
+            t.add_row(
+                r["name"], r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
+                str(r["requests"]), str(r["errors"]), str(r["prompt_tokens"]), str(r["output_tokens"]),
+                f"{r['tokens_per_s'] or 0:.0f}", f"{r['busy_seconds']:.1f}",
+                f"{(r['peak_memory_bytes'] or 0) / 2**20:.0f}",
+            )
+        tot = results["totals"]
+        t.add_row(
+            "[bold]total", "mean", "-" if tot["mean_score"] is None else f"{tot['mean_score']:.3f}", str(tot["requests"]),
+            str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]), f"{tot['tokens_per_s'] or 0:.0f}",
+            f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
+        )
+        self.console.print(t)
+        ph = ", ".join(f"{k} {v:.1f}s" for k, v in results["phases"].items())
+        self.console.print(f"phases: {ph}; memory source: {results['memory_source']}")
