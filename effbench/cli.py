@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from effbench import __version__
 from effbench.contracts import EffbenchError
@@ -37,7 +38,7 @@ def main(
 
 
 def _fail(e: EffbenchError) -> None:
-    console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -69,6 +70,7 @@ def run(
     max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Instances per run (overrides the suite's).")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets (e.g. ../shared/data) to use instead of downloading.")] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")] = False,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model code. Only for trusted submissions.")] = False,
 ) -> None:
@@ -83,7 +85,7 @@ def run(
         sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         suite_obj = load_suite(suite)
         out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}"
-        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir)
+        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir, data_dir=data_dir)
         with LiveView(console, suite_obj) as view:
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:

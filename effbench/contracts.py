@@ -50,7 +50,7 @@ class GenerationRequest:
 class TokenLogprob:
     text: str
     logprob: float
-    top_logprobs: dict[str, float] = field(default_factory=dict)
+    top_logprobs: tuple[tuple[str, float], ...] = ()  # best first; texts may repeat (byte pieces)
     token_id: int | None = None
 
 

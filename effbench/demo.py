@@ -79,8 +79,9 @@ def build_demo(
     hidden_size: int = 128,
     num_layers: int = 2,
     num_heads: int = 2,
-    intermediate_size: int = 344,
+    intermediate_size: int = 384,  # a multiple of 64: bitsandbytes 4-bit on the CPU needs it
     vocab_size: int = 1024,
+    model_vocab_size: int | None = None,
     lora_rank: int = 8,
     with_adapter: bool = True,
     seed: int = 0,
@@ -88,7 +89,9 @@ def build_demo(
     max_batch_size: int = 8,
     dtype: str = "float32",
 ) -> Path:
-    """Write a submission folder at `out` (must be empty or absent); returns its path."""
+    """Write a submission folder at `out` (must be empty or absent); returns its path.
+    The defaults give ~0.6M parameters; hidden_size=768, num_layers=12, intermediate_size=2048,
+    model_vocab_size=8192 give the ~100M-parameter Llama of the benchmarks."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -100,7 +103,7 @@ def build_demo(
 
     tokenizer = build_tokenizer(base, vocab_size=vocab_size, seed=seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), model_vocab_size or 0),  # real models pad their vocab too
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,

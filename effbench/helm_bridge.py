@@ -10,6 +10,7 @@ Only HELM's public classes and functions are used, so an upgrade that moves them
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -101,6 +102,28 @@ class RunPlan:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+def ensure_nltk_punkt_tab(cache_dir: Path) -> None:
+    """HELM's metric modules call nltk.download("punkt_tab") on import, which reaches for the
+    network. Where no punkt_tab is installed, point NLTK_DATA at an effbench folder holding one
+    with empty parameter files (STACK-NOTES.md): sentence splitting then has no abbreviation list,
+    which no exact-match or ROUGE-2 score depends on."""
+    import nltk
+
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+        return
+    except LookupError:
+        pass
+    root = cache_dir / "nltk_data"
+    english = root / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True, exist_ok=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (english / name).touch()
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))
+    os.environ["NLTK_DATA"] = os.pathsep.join(filter(None, [os.environ.get("NLTK_DATA"), str(root)]))
 
 
 class HelmSession:

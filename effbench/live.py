@@ -47,10 +47,11 @@ class LiveView:
     def summary(self, results: dict) -> None:
         t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
         for col in ("run", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
-            t.add_column(col, justify="left" if col in ("run", "metric") else "right")
+            t.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
+        model_suffix = f"model=effbench_{results['submission']['name']}"
         for r in results["runs"]:
             t.add_row(
-                r["name"], r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
+                r["name"].replace("," + model_suffix, "").replace(":" + model_suffix, ""), r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
                 str(r["requests"]), str(r["errors"]), str(r["prompt_tokens"]), str(r["output_tokens"]),
                 f"{r['tokens_per_s'] or 0:.0f}", f"{r['busy_seconds']:.1f}",
                 f"{(r['peak_memory_bytes'] or 0) / 2**20:.0f}",

@@ -76,6 +76,11 @@ class MemorySampler:
         self.sample()
 
     def peak(self, t0: float = 0.0, t1: float = float("inf")) -> int:
-        """Peak bytes in [t0, t1] from the primary source (GPU memory on a GPU, else RSS)."""
-        vals = [(s.gpu_bytes if s.gpu_bytes is not None else s.rss_bytes) for s in self.samples if t0 <= s.t <= t1]
+        """Peak bytes over [t0, t1] from the primary source (GPU memory on a GPU, else RSS).
+        The samples just outside the window count too: a window shorter than the sampling
+        interval still gets the memory level it ran at."""
+        before = [s for s in self.samples if s.t < t0][-1:]
+        after = [s for s in self.samples if s.t > t1][:1]
+        window = before + [s for s in self.samples if t0 <= s.t <= t1] + after
+        vals = [(s.gpu_bytes if s.gpu_bytes is not None else s.rss_bytes) for s in window]
         return max(vals) if vals else 0

@@ -44,6 +44,7 @@ class RunOptions:
     max_eval_instances: int | None = None
     run_filter: str | None = None  # glob on run names or entries, e.g. "synthetic_reasoning*"
     cache_dir: Path | None = None
+    data_dir: Path | None = None  # local copies of public datasets (effbench.data)
     parallelism: int = 4
 
 
@@ -110,7 +111,15 @@ def environment(backend) -> dict:
 
 
 def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: Progress | None = None) -> RunOutcome:
-    from effbench.helm_bridge import HelmSession, fill, helm_model_name, register_model, to_generation_request
+    from effbench.helm_bridge import (
+        HelmSession,
+        ensure_nltk_punkt_tab,
+        fill,
+        helm_model_name,
+        register_model,
+        to_generation_request,
+    )
+    from effbench.merge import default_cache_dir
 
     progress = progress or Progress()
     phases: list[Phase] = []
@@ -124,6 +133,11 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         return p
 
     opts.out.mkdir(parents=True, exist_ok=True)
+    ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
+    if opts.data_dir is not None:
+        from effbench.data import stage
+
+        stage(opts.data_dir, opts.out / "helm")
     sampler = MemorySampler()
     with sampler:
         phase("load")

@@ -71,8 +71,8 @@ def read_manifest(folder: Path) -> Manifest:
     if not path.is_file():
         raise EffbenchError(f"{path}: manifest missing (a submission folder needs {MANIFEST_NAME})")
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EffbenchError(f"{path}: not valid TOML: {e}") from None
     try:
         return Manifest.model_validate(data)
@@ -80,21 +80,34 @@ def read_manifest(folder: Path) -> Manifest:
         raise EffbenchError(_pydantic_one_line(path, e)) from None
 
 
-def safetensors_header(path: Path) -> dict[str, dict]:
-    """Tensor name -> {dtype, shape} from a safetensors file's JSON header; reads no tensor data."""
+def safetensors_header(path: Path, field: str) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors file's JSON header; reads no tensor data.
+    `field` is the manifest field the file belongs to, for the error message."""
+    bad = f"(manifest field '{field}')"
     with path.open("rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise EffbenchError(f"{path}: not a safetensors file (truncated header)")
+            raise EffbenchError(f"{path}: not a safetensors file (truncated header) {bad}")
         (n,) = struct.unpack("<Q", raw)
         if n > 100_000_000:
-            raise EffbenchError(f"{path}: not a safetensors file (header length {n})")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise EffbenchError(f"{path}: not a safetensors file (header is not JSON)") from None
+            raise EffbenchError(f"{path}: not a safetensors file (header length {n}) {bad}")
+        body = f.read(n)
+    if len(body) != n:
+        raise EffbenchError(f"{path}: not a safetensors file (header cut short: {len(body)} of {n} bytes) {bad}")
+    try:
+        header = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EffbenchError(f"{path}: not a safetensors file (header is not JSON) {bad}") from None
+    if not isinstance(header, dict):
+        raise EffbenchError(f"{path}: not a safetensors file (header is not a JSON object) {bad}")
     header.pop("__metadata__", None)
-    return header
+    shapes = {}
+    for name, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+            raise EffbenchError(f"{path}: not a safetensors file (tensor '{name}' has no shape) {bad}")
+        shapes[name] = shape
+    return shapes
 
 
 def _weights(folder: Path, field: str, manifest: Path, allow_pickle: bool) -> list[Path]:
@@ -116,9 +129,12 @@ def _json(path: Path, manifest: Path, field: str) -> dict:
     if not path.is_file():
         raise EffbenchError(f"{manifest}: field '{field}': {path} is missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EffbenchError(f"{path}: not valid JSON ({e}) (manifest field '{field}')") from None
+    if not isinstance(data, dict):
+        raise EffbenchError(f"{path}: expected a JSON object, got {type(data).__name__} (manifest field '{field}')")
+    return data
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,7 @@ class Submission:
             else:
                 raise EffbenchError(f"{mpath}: field 'base': folder {base_dir} does not exist")
 
-        base_shapes: dict[str, list[int]] = {}
+        base_shapes: dict[str, list[int]] | None = None  # None: not known before loading (hub, pickle)
         if base_dir is not None:
             config = _json(base_dir / "config.json", mpath, "base")
             if config.get("auto_map") and not trust_remote_code:
@@ -166,7 +182,7 @@ class Submission:
                 )
             for w in _weights(base_dir, "base", mpath, allow_pickle):
                 if w.suffix == ".safetensors":
-                    base_shapes.update({k: v["shape"] for k, v in safetensors_header(w).items()})
+                    base_shapes = {**(base_shapes or {}), **safetensors_header(w, "base")}
 
         tokenizer_dir = (folder / m.tokenizer).resolve() if m.tokenizer else base_dir
         if tokenizer_dir is not None:
@@ -188,17 +204,17 @@ class Submission:
         return cls(folder, m, base_dir, base_id, adapter_dir, tokenizer_dir, allow_pickle, trust_remote_code)
 
 
-def _check_adapter(adapter_dir: Path, mpath: Path, base_shapes: dict[str, list[int]], allow_pickle: bool) -> None:
+def _check_adapter(adapter_dir: Path, mpath: Path, base_shapes: dict[str, list[int]] | None, allow_pickle: bool) -> None:
     """LoRA tensors must sit on existing base weights with matching in/out features."""
     cfg_path = adapter_dir / "adapter_config.json"
     cfg = _json(cfg_path, mpath, "adapter")
     if str(cfg.get("peft_type", "")).upper() != "LORA":
         raise EffbenchError(f"{cfg_path}: field 'peft_type': {cfg.get('peft_type')!r} is not LORA (manifest field 'adapter')")
     weights = _weights(adapter_dir, "adapter", mpath, allow_pickle)
-    if not base_shapes or weights[0].suffix != ".safetensors":
+    if base_shapes is None or weights[0].suffix != ".safetensors":
         return  # hub base or pickle adapter: shapes are checked when loaded
     for w in weights:
-        for key, info in safetensors_header(w).items():
+        for key, shape in safetensors_header(w, "adapter").items():
             m = re.match(r"^(?:base_model\.model\.)?(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
             if not m:
                 continue
@@ -210,7 +226,6 @@ def _check_adapter(adapter_dir: Path, mpath: Path, base_shapes: dict[str, list[i
                     " (manifest field 'adapter': adapter does not match base)"
                 )
             out_f, in_f = base_shapes[base_key][0], base_shapes[base_key][-1]
-            shape = info["shape"]
             ok = shape[-1] == in_f if ab == "A" else shape[0] == out_f
             if not ok:
                 raise EffbenchError(

@@ -165,7 +165,7 @@ class HFBackend:
         gens = [_sampler(reqs[b], k, dev) for b, k in _completion_numbers(reqs)]
         tok_ids: list[list[int]] = [[] for _ in range(R)]
         tok_lps: list[list[float]] = [[] for _ in range(R)]
-        tok_tops: list[list[dict[str, float]]] = [[] for _ in range(R)]
+        tok_tops: list[list[tuple[tuple[str, float], ...]]] = [[] for _ in range(R)]
         finish = ["length"] * R
         first_token: float | None = None
         active = [r for r in range(R) if budget[r] > 0]  # row ids still decoding, in batch order
@@ -197,9 +197,9 @@ class HFBackend:
                 tok_lps[r].append(chosen_lp_l[a])
                 if top_vl is not None and req.top_k_per_token > 1:
                     k = req.top_k_per_token
-                    tok_tops[r].append({self._piece(i): v for i, v in zip(top_il[a][:k], top_vl[a][:k])})
+                    tok_tops[r].append(tuple((self._piece(i), v) for i, v in zip(top_il[a][:k], top_vl[a][:k])))
                 else:
-                    tok_tops[r].append({})
+                    tok_tops[r].append(())
                 if req.stop_sequences and self._hit_stop(tok_ids[r], req.stop_sequences):
                     finish[r] = "stop"
                     continue
@@ -285,7 +285,7 @@ class HFBackend:
             row = nxt[b, start:].tolist()  # logprob of ids[1:], conditioned on what precedes
             body = [(j, t) for j, t in enumerate(ids) if t not in special]
             texts = self._token_texts([t for _, t in body])
-            out.append([TokenLogprob(text, row[j - 1] if j > 0 else 0.0, {}, t) for (j, t), text in zip(body, texts)])
+            out.append([TokenLogprob(text, row[j - 1] if j > 0 else 0.0, (), t) for (j, t), text in zip(body, texts)])
         return out
 
     def _assemble(self, reqs, encoded, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps, timings, bid, bsize):

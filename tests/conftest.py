@@ -1,0 +1,59 @@
+"""Shared fixtures: a demo submission built once per session, a started HF backend shared by
+all tests (loading is the slow part), and the real benchmark data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Offline, always: tests must never reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-gpu", action="store_true", default=False, help="run tests marked gpu (needs an NVIDIA GPU)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-gpu"):
+        return
+    skip = pytest.mark.skip(reason="GPU test: opt in with --run-gpu on a machine with an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real benchmark data not found at {SHARED_DATA} (expected ../shared/data next to the project)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_submission(tmp_path_factory) -> Path:
+    from effbench.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo") / "submission")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("effbench-cache")
+
+
+@pytest.fixture(scope="session")
+def hf_backend(demo_submission, cache_dir):
+    from effbench.backends.hf import HFBackend
+    from effbench.submission import Submission
+
+    backend = HFBackend(Submission.load(demo_submission), cache_dir=cache_dir)
+    backend.start()
+    yield backend
+    backend.close()

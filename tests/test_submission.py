@@ -1,0 +1,438 @@
+"""Submission validation: every mistake in a submission folder is refused before any model load,
+with one EffbenchError line that names the file and the manifest field, and the CLI turns it into
+`error: ...` and exit code 2 (no traceback). Each test breaks its own copy of the demo submission."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from effbench.cli import app
+from effbench.contracts import EffbenchError
+from effbench.submission import Submission
+
+MANIFEST = "effbench.toml"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def sub(demo_submission: Path, tmp_path: Path) -> Path:
+    """A private, absolute copy of the session's demo submission, free to break."""
+    return Path(shutil.copytree(demo_submission, tmp_path / "sub")).resolve()
+
+
+@pytest.fixture(scope="module")
+def other_demo(tmp_path_factory) -> Path:
+    """A second demo whose hidden size (256) differs from the session demo's (128)."""
+    from effbench.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("other") / "other", hidden_size=256, num_heads=4).resolve()
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(v)  # a JSON string is a valid TOML basic string
+
+
+def write_manifest(folder: Path, data: dict) -> None:
+    lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{json.dumps(k)}]"] + [f"{json.dumps(kk)} = {_toml_value(vv)}" for kk, vv in v.items()]
+    (folder / MANIFEST).write_text("\n".join(lines) + "\n")
+
+
+def edit(folder: Path, **changes) -> None:
+    """Change manifest keys; None deletes a key; a dict is merged into the table of that name."""
+    data = tomllib.loads((folder / MANIFEST).read_text())
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k, None)
+        elif isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    write_manifest(folder, data)
+
+
+def write_safetensors_raw(path: Path, header: object) -> None:
+    """A safetensors file with an arbitrary JSON header (and no tensor data)."""
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+
+
+def save_lora(path: Path, tensors: dict[str, tuple[int, ...]]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros(shape) for k, shape in tensors.items()}, str(path))
+
+
+def load_error(folder: Path, **kw) -> str:
+    """Submission.load must refuse `folder` with a one-line EffbenchError; returns the message."""
+    with pytest.raises(EffbenchError) as info:
+        Submission.load(folder, **kw)
+    msg = str(info.value)
+    assert msg, "empty error message"
+    assert "\n" not in msg and "\r" not in msg, f"error is not one line: {msg!r}"
+    return msg
+
+
+def cli_run(folder: Path, *args: str):
+    return CliRunner().invoke(app, ["run", str(folder), *args])
+
+
+def assert_cli_refuses(folder: Path, message: str | None = None) -> str:
+    result = cli_run(folder)
+    out = result.output  # click >= 8.2 mixes stderr into output
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}\n{out}"
+    assert result.exit_code == 2, out
+    assert "error:" in out, out
+    assert "Traceback" not in out, out
+    error_lines = [line for line in out.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, out
+    if message is not None:  # the CLI shows the message verbatim, on the error: line
+        assert error_lines[0].endswith(message), f"{error_lines[0]!r} != {message!r}"
+    return out
+
+
+# --------------------------------------------------------------------------- positive
+
+
+def test_untouched_copy_loads_with_absolute_paths(sub: Path) -> None:
+    s = Submission.load(sub)
+    assert s.folder == sub and s.folder.is_absolute()
+    assert s.manifest_path == sub / MANIFEST
+    assert s.name == "demo"
+    assert s.base_id is None
+    for d, expected in ((s.base_dir, sub / "base"), (s.adapter_dir, sub / "adapter"), (s.tokenizer_dir, sub / "base")):
+        assert d is not None and d.is_absolute() and d.is_dir()
+        assert d == expected
+        assert d.is_relative_to(sub)
+    m = s.manifest
+    assert (m.backend, m.dtype, m.quantization) == ("hf", "float32", "none")
+    assert (m.limits.max_batch_size, m.limits.max_sequence_length) == (8, 2048)
+    assert not s.allow_pickle and not s.trust_remote_code
+
+
+def test_relative_folder_is_resolved(sub: Path, monkeypatch) -> None:
+    monkeypatch.chdir(sub.parent)
+    s = Submission.load(sub.name)
+    assert s.folder == sub
+    assert s.base_dir == sub / "base" and s.adapter_dir == sub / "adapter" and s.tokenizer_dir == sub / "base"
+
+
+def test_separate_tokenizer_folder(sub: Path) -> None:
+    (sub / "tok").mkdir()
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.move(sub / "base" / f, sub / "tok" / f)
+    edit(sub, tokenizer="tok")
+    s = Submission.load(sub)
+    assert s.tokenizer_dir == sub / "tok" and s.base_dir == sub / "base"
+
+
+def test_no_adapter(sub: Path) -> None:
+    shutil.rmtree(sub / "adapter")
+    edit(sub, adapter=None)
+    s = Submission.load(sub)
+    assert s.adapter_dir is None and s.base_dir == sub / "base"
+
+
+def test_hub_id_base_is_not_a_folder(sub: Path) -> None:
+    edit(sub, base="some-org/some-model", adapter=None)
+    s = Submission.load(sub)
+    assert s.base_dir is None and s.base_id == "some-org/some-model" and s.tokenizer_dir is None
+
+
+def test_defaults_from_a_minimal_manifest(sub: Path) -> None:
+    write_manifest(sub, {"name": "x", "base": "base"})
+    s = Submission.load(sub)
+    assert s.adapter_dir is None
+    m = s.manifest
+    assert (m.backend, m.dtype, m.quantization, m.limits.max_batch_size) == ("hf", "float32", "none", 8)
+
+
+# --------------------------------------------------------------------------- mistakes
+
+NOT_A_PICKLE = b"\x80\x04 this is not a pickle and must never be unpickled"
+
+
+def _remove(rel: str):
+    def go(d: Path) -> None:
+        p = d / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    return go
+
+
+def _write(rel: str, data: bytes | str):
+    def go(d: Path) -> None:
+        (d / rel).write_bytes(data.encode() if isinstance(data, str) else data)
+
+    return go
+
+
+def _edit(**changes):
+    return lambda d: edit(d, **changes)
+
+
+def _edit_json(rel: str, **changes):
+    def go(d: Path) -> None:
+        p = d / rel
+        p.write_text(json.dumps({**json.loads(p.read_text()), **changes}))
+
+    return go
+
+
+def _replace(rel: str, new_name: str, data: bytes):
+    def go(d: Path) -> None:
+        (d / rel).unlink()
+        (d / rel).with_name(new_name).write_bytes(data)
+
+    return go
+
+
+def _both(*fs):
+    def go(d: Path) -> None:
+        for f in fs:
+            f(d)
+
+    return go
+
+
+def _untokenized_folder(d: Path) -> None:
+    (d / "tok").mkdir()
+    edit(d, tokenizer="tok")
+
+
+def _lora_on_missing_module(d: Path) -> None:
+    prefix = "base_model.model.model.layers.0.self_attn.nonexistent"
+    save_lora(d / "adapter" / "adapter_model.safetensors", {f"{prefix}.lora_A.weight": (8, 128), f"{prefix}.lora_B.weight": (128, 8)})
+
+
+def _lora_with_wrong_in_features(d: Path) -> None:
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_lora(d / "adapter" / "adapter_model.safetensors", {f"{prefix}.lora_A.weight": (8, 7), f"{prefix}.lora_B.weight": (128, 8)})
+
+
+F = lambda rel: (lambda d: str(d / rel))  # noqa: E731  an expected substring: that path, in this copy
+
+# id, mutation of the copy, substrings the message must contain (str, or callable of the folder),
+# the manifest field it must name (None: no field applies, the manifest itself is unusable).
+MISTAKES = [
+    # 1-3: folder, manifest file, TOML syntax
+    pytest.param(lambda d: shutil.rmtree(d), [F(""), "submission folder does not exist"], None, id="folder-missing"),
+    pytest.param(_remove(MANIFEST), [F(MANIFEST), "manifest missing"], None, id="manifest-missing"),
+    pytest.param(_write(MANIFEST, 'name = "demo\nbase = \n'), [F(MANIFEST), "not valid TOML"], None, id="manifest-not-toml"),
+    pytest.param(_write(MANIFEST, "[limits]\nmax_batch_size = 1\n[limits]\n"), [F(MANIFEST), "not valid TOML"], None,
+                 id="manifest-duplicate-table"),
+    # 4: unknown keys
+    pytest.param(_edit(colour="red"), [F(MANIFEST), "unknown key"], "colour", id="unknown-top-key"),
+    pytest.param(_edit(limits={"foo": 1}), [F(MANIFEST), "unknown key"], "limits.foo", id="unknown-limits-key"),
+    # 5: required keys
+    pytest.param(_edit(name=None), [F(MANIFEST), "required but missing"], "name", id="missing-name"),
+    pytest.param(_edit(base=None), [F(MANIFEST), "required but missing"], "base", id="missing-base"),
+    # 6: wrong types and values
+    pytest.param(_edit(dtype="float8"), [F(MANIFEST), "float8"], "dtype", id="bad-dtype"),
+    pytest.param(_edit(quantization="gptq"), [F(MANIFEST), "gptq"], "quantization", id="bad-quantization"),
+    pytest.param(_edit(backend="nope"), [F(MANIFEST), "unknown backend", "nope"], "backend", id="bad-backend"),
+    pytest.param(_edit(limits={"max_batch_size": 0}), [F(MANIFEST), "(got 0)"], "limits.max_batch_size", id="batch-size-0"),
+    pytest.param(_edit(limits={"max_batch_size": 5000}), [F(MANIFEST), "5000"], "limits.max_batch_size", id="batch-size-huge"),
+    pytest.param(_edit(limits={"max_sequence_length": 8}), [F(MANIFEST), "(got 8)"], "limits.max_sequence_length",
+                 id="sequence-length-8"),
+    pytest.param(_edit(limits={"max_batch_size": "eight"}), [F(MANIFEST), "eight"], "limits.max_batch_size",
+                 id="batch-size-string"),
+    pytest.param(_edit(limits=3), [F(MANIFEST)], "limits", id="limits-not-a-table"),
+    pytest.param(_edit(name=3), [F(MANIFEST)], "name", id="name-not-a-string"),
+    pytest.param(_edit(name="my model"), [F(MANIFEST), "my model"], "name", id="name-with-space"),
+    pytest.param(_edit(name="x\ny"), [F(MANIFEST)], "name", id="name-with-newline"),
+    pytest.param(_edit(base=""), [F(MANIFEST)], "base", id="base-empty"),
+    # 7-8: folders
+    pytest.param(_edit(base="nope"), [F(MANIFEST), F("nope"), "does not exist"], "base", id="base-folder-missing"),
+    pytest.param(_edit(base="base/model.safetensors"), [F(MANIFEST), "does not exist"], "base", id="base-is-a-file"),
+    pytest.param(_remove("adapter"), [F(MANIFEST), F("adapter"), "does not exist"], "adapter", id="adapter-folder-missing"),
+    pytest.param(_edit(adapter="nope"), [F(MANIFEST), F("nope"), "does not exist"], "adapter", id="adapter-path-wrong"),
+    # base folder contents
+    pytest.param(_remove("base/config.json"), [F(MANIFEST), F("base/config.json"), "missing"], "base", id="base-config-missing"),
+    pytest.param(_write("base/config.json", "{not json"), [F("base/config.json"), "not valid JSON"], "base",
+                 id="base-config-not-json"),
+    pytest.param(_remove("base/model.safetensors"), [F(MANIFEST), "no weights"], "base", id="base-no-weights"),
+    # 9: tokenizer
+    pytest.param(_remove("base/tokenizer.json"), [F(MANIFEST), F("base"), "no tokenizer"], "base", id="base-no-tokenizer"),
+    pytest.param(_edit(tokenizer="tok"), [F(MANIFEST), F("tok"), "does not exist"], "tokenizer", id="tokenizer-folder-missing"),
+    pytest.param(_untokenized_folder, [F(MANIFEST), F("tok"), "no tokenizer"], "tokenizer", id="tokenizer-folder-empty"),
+    # 10: pickle weights
+    pytest.param(_replace("base/model.safetensors", "pytorch_model.bin", NOT_A_PICKLE),
+                 [F(MANIFEST), "pytorch_model.bin", "pickle", "--allow-pickle"], "base", id="base-pickle-only"),
+    pytest.param(_replace("adapter/adapter_model.safetensors", "adapter_model.bin", NOT_A_PICKLE),
+                 [F(MANIFEST), "adapter_model.bin", "pickle", "--allow-pickle"], "adapter", id="adapter-pickle-only"),
+    pytest.param(_replace("base/model.safetensors", "model.ckpt", NOT_A_PICKLE),
+                 [F(MANIFEST), "model.ckpt", "--allow-pickle"], "base", id="base-ckpt-only"),
+    # 12 (and a shape mismatch within the same model size)
+    pytest.param(_lora_on_missing_module,
+                 [F("adapter/adapter_model.safetensors"), "nonexistent", "adapter does not match base"], "adapter",
+                 id="adapter-targets-missing-module"),
+    pytest.param(_lora_with_wrong_in_features,
+                 [F("adapter/adapter_model.safetensors"), "[8, 7]", "[128, 128]", "adapter does not match base"], "adapter",
+                 id="adapter-wrong-in-features"),
+    # 13: adapter config
+    pytest.param(_edit_json("adapter/adapter_config.json", peft_type="PREFIX_TUNING"),
+                 [F("adapter/adapter_config.json"), "PREFIX_TUNING", "not LORA"], "peft_type", id="adapter-prefix-tuning"),
+    pytest.param(_remove("adapter/adapter_config.json"), [F(MANIFEST), F("adapter/adapter_config.json")], "adapter",
+                 id="adapter-config-missing"),
+    pytest.param(_write("adapter/adapter_config.json", "{"), [F("adapter/adapter_config.json"), "not valid JSON"], "adapter",
+                 id="adapter-config-not-json"),
+    pytest.param(_remove("adapter/adapter_model.safetensors"), [F(MANIFEST), "no weights"], "adapter", id="adapter-no-weights"),
+    # 14: remote code
+    pytest.param(_edit_json("base/config.json", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}),
+                 [F("base/config.json"), "--trust-remote-code"], "auto_map", id="base-remote-code"),
+    # 15: corrupt safetensors (that these errors also name a field: see test_corrupt_safetensors_names_field)
+    pytest.param(_write("base/model.safetensors", b"abc"), [F("base/model.safetensors"), "not a safetensors file"], None,
+                 id="base-safetensors-3-bytes"),
+    pytest.param(_write("adapter/adapter_model.safetensors", b"abc"),
+                 [F("adapter/adapter_model.safetensors"), "not a safetensors file"], None, id="adapter-safetensors-3-bytes"),
+    pytest.param(_write("base/model.safetensors", struct.pack("<Q", 2**40) + b"{}"),
+                 [F("base/model.safetensors"), "not a safetensors file"], None, id="base-safetensors-huge-header"),
+    pytest.param(_write("base/model.safetensors", struct.pack("<Q", 5) + b"hello"),
+                 [F("base/model.safetensors"), "not a safetensors file"], None, id="base-safetensors-header-not-json"),
+    pytest.param(_write("base/model.safetensors", struct.pack("<Q", 100) + b'{"model.norm.weight": {'),
+                 [F("base/model.safetensors"), "not a safetensors file"], None, id="base-safetensors-header-cut"),
+    # Robustness: valid syntax, wrong structure.
+    pytest.param(_write(MANIFEST, b'name = "d\xffmo"\nbase = "base"\n'), [F(MANIFEST)], None, id="manifest-not-utf8"),
+    pytest.param(_write("base/config.json", "[]"), [F("base/config.json")], "base", id="base-config-is-a-list"),
+    pytest.param(_write("adapter/adapter_config.json", "[]"), [F("adapter/adapter_config.json")], "adapter",
+                 id="adapter-config-is-a-list"),
+    pytest.param(lambda d: write_safetensors_raw(d / "base/model.safetensors", []), [F("base/model.safetensors")], None,
+                 id="base-safetensors-header-is-a-list"),
+    pytest.param(lambda d: write_safetensors_raw(d / "base/model.safetensors", {"model.norm.weight": {"dtype": "F32"}}),
+                 [F("base/model.safetensors")], None, id="base-safetensors-entry-without-shape"),
+    pytest.param(_write("base/model.safetensors", struct.pack("<Q", 100) + b"{}"), [F("base/model.safetensors")], None,
+                 id="base-safetensors-header-longer-than-file"),
+]
+
+
+def _expected(folder: Path, substrings) -> list[str]:
+    return [s(folder) if callable(s) else s for s in substrings]
+
+
+@pytest.mark.parametrize(("mutate", "substrings", "field"), MISTAKES)
+def test_load_refuses(sub: Path, mutate, substrings, field) -> None:
+    mutate(sub)
+    msg = load_error(sub)
+    for s in _expected(sub, substrings):
+        assert s in msg, f"{s!r} not in {msg!r}"
+    if field is not None:
+        assert f"field '{field}'" in msg, msg
+
+
+@pytest.mark.parametrize(("mutate", "substrings", "field"), MISTAKES)
+def test_cli_refuses(sub: Path, mutate, substrings, field) -> None:
+    mutate(sub)
+    try:  # only to learn the message; a crash here is test_load_refuses's business
+        Submission.load(sub)
+    except EffbenchError as e:
+        msg = str(e)
+    except Exception:
+        msg = None
+    else:  # never let the CLI go on to load a broken model
+        pytest.fail("validation accepted the broken submission")
+    out = assert_cli_refuses(sub, msg)
+    for s in _expected(sub, substrings):
+        assert s in out
+
+
+# --------------------------------------------------------------------------- mistakes needing more set-up
+
+
+def test_adapter_of_another_base_size(sub: Path, other_demo: Path) -> None:
+    """11: the adapter of a hidden-size-256 model on the hidden-size-128 base."""
+    edit(sub, adapter=str(other_demo / "adapter"))
+    msg = load_error(sub)
+    assert "adapter does not match base" in msg and "field 'adapter'" in msg
+    assert str(other_demo / "adapter" / "adapter_model.safetensors") in msg
+    shapes = re.search(r"has shape (\[[\d, ]+\]) but base weight '([\w.]+)' is (\[[\d, ]+\])", msg)
+    assert shapes, msg
+    lora_shape, base_shape = json.loads(shapes.group(1)), json.loads(shapes.group(3))
+    assert 256 in lora_shape and 256 not in base_shape and 128 in base_shape
+    assert_cli_refuses(sub, msg)
+
+
+def test_adapter_of_another_base_size_relative_path(sub: Path, other_demo: Path) -> None:
+    shutil.copytree(other_demo / "adapter", sub / "adapter256")
+    edit(sub, adapter="adapter256")
+    msg = load_error(sub)
+    assert str(sub / "adapter256" / "adapter_model.safetensors") in msg
+    assert "adapter does not match base" in msg and "field 'adapter'" in msg
+
+
+def test_other_demo_is_itself_valid(other_demo: Path) -> None:
+    s = Submission.load(other_demo)  # the mismatch above is the pairing, not the other demo
+    assert s.adapter_dir == other_demo / "adapter"
+
+
+@pytest.mark.parametrize("rel", ["base/model.safetensors", "adapter/adapter_model.safetensors"])
+def test_corrupt_safetensors_names_field(sub: Path, rel: str) -> None:
+    (sub / rel).write_bytes(b"abc")
+    msg = load_error(sub)
+    assert f"field '{rel.split('/')[0]}'" in msg, msg
+
+
+# --------------------------------------------------------------------------- trust flags
+
+
+def test_allow_pickle_accepts_pickle_base_without_loading_it(sub: Path) -> None:
+    _replace("base/model.safetensors", "pytorch_model.bin", NOT_A_PICKLE)(sub)
+    s = Submission.load(sub, allow_pickle=True)  # NOT_A_PICKLE would raise if it were unpickled
+    assert s.allow_pickle and s.base_dir == sub / "base"
+
+
+def test_allow_pickle_accepts_pickle_adapter(sub: Path) -> None:
+    _replace("adapter/adapter_model.safetensors", "adapter_model.bin", NOT_A_PICKLE)(sub)
+    s = Submission.load(sub, allow_pickle=True)
+    assert s.allow_pickle and s.adapter_dir == sub / "adapter"
+
+
+def test_safetensors_preferred_over_pickle(sub: Path) -> None:
+    (sub / "base" / "pytorch_model.bin").write_bytes(NOT_A_PICKLE)  # next to model.safetensors: ignored
+    assert Submission.load(sub).base_dir == sub / "base"
+
+
+def test_trust_remote_code_accepts_auto_map(sub: Path) -> None:
+    _edit_json("base/config.json", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})(sub)
+    s = Submission.load(sub, trust_remote_code=True)
+    assert s.trust_remote_code and s.base_dir == sub / "base"
+
+
+def test_empty_auto_map_is_not_remote_code(sub: Path) -> None:
+    _edit_json("base/config.json", auto_map={})(sub)
+    assert Submission.load(sub).base_dir == sub / "base"
+
+
+def test_trust_flags_do_not_hide_other_mistakes(sub: Path) -> None:
+    _replace("base/model.safetensors", "pytorch_model.bin", NOT_A_PICKLE)(sub)
+    (sub / "base" / "tokenizer.json").unlink()
+    msg = load_error(sub, allow_pickle=True, trust_remote_code=True)
+    assert "no tokenizer" in msg and "field 'base'" in msg
+
+
+# --------------------------------------------------------------------------- CLI message rendering
+
+
+@pytest.mark.parametrize("base", ["model[v2]", "weights[/tmp]"])
+def test_cli_prints_message_with_brackets_verbatim(sub: Path, base: str) -> None:
+    edit(sub, base=base)
+    msg = load_error(sub)
+    assert base in msg and "field 'base'" in msg
+    assert_cli_refuses(sub, msg)
