@@ -19,7 +19,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and errors
+# Results on stdout; not a terminal (a log, CI): wide enough that the summary table does not fold.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _version(value: bool) -> None:
@@ -90,7 +92,7 @@ def run(
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:
         _fail(e)
-    view.summary(outcome.results)
+    view.summary(outcome.results, out_console)
     console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{suite_obj.name}/")
 
 
@@ -105,7 +107,7 @@ def suites() -> None:
     for name in available_suites():
         s = load_suite(name)
         table.add_row(name, str(len(s.runs)), str(s.max_eval_instances or "all"), f"{s.budget_minutes:g}", f"{s.weight:g}", s.description)
-    Console().print(table)
+    out_console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

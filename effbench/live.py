@@ -44,7 +44,8 @@ class LiveView:
         for r in reqs:
             self.bars.advance(self.run_tasks[r.origin.run], 1)
 
-    def summary(self, results: dict) -> None:
+    def summary(self, results: dict, console: Console | None = None) -> None:
+        console = console or self.console
         t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
         for col in ("run", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
             t.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
@@ -62,6 +63,6 @@ class LiveView:
             str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]), f"{tot['tokens_per_s'] or 0:.0f}",
             f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
         )
-        self.console.print(t)
+        console.print(t)
         ph = ", ".join(f"{k} {v:.1f}s" for k, v in results["phases"].items())
-        self.console.print(f"phases: {ph}; memory source: {results['memory_source']}")
+        console.print(f"phases: {ph}; memory source: {results['memory_source']}")

@@ -48,9 +48,6 @@ def merge_key(sub: Submission, dtype: str) -> str:
     h = hashlib.sha256(f"{MERGE_FORMAT}\0{dtype}\0".encode())
     for folder, full in ((sub.base_dir, False), (sub.adapter_dir, True), (sub.tokenizer_dir, True)):
         h.update(b"\1")
-        if folder is None:
-            h.update((sub.base_id or "").encode())
-            continue
         for p in sorted(folder.iterdir()):
             if p.is_file():
                 _file_fingerprint(h, p, full)
@@ -64,8 +61,10 @@ def merged_model_dir(sub: Submission, dtype: str, cache_dir: Path | None = None)
     with the tokenizer copied beside it; it is written to a temporary folder and renamed, so a
     crash never leaves a half-written cache entry.
     """
+    if sub.base_dir is None:
+        raise ValueError("merged_model_dir() needs a local base: call Submission.fetch_hub_base() first")
     if sub.adapter_dir is None:
-        return (sub.base_dir if sub.base_dir is not None else Path(sub.base_id or "")), False
+        return sub.base_dir, False
     cache_dir = cache_dir or default_cache_dir()
     target = cache_dir / "merged" / f"{sub.name}-{merge_key(sub, dtype)}"
     if (target / "config.json").is_file():
@@ -73,28 +72,24 @@ def merged_model_dir(sub: Submission, dtype: str, cache_dir: Path | None = None)
 
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     target.parent.mkdir(parents=True, exist_ok=True)
     base = AutoModelForCausalLM.from_pretrained(
-        str(sub.base_dir) if sub.base_dir else sub.base_id,
+        str(sub.base_dir),
         dtype=torch.float32,
         trust_remote_code=sub.trust_remote_code,
         use_safetensors=not sub.allow_pickle,
-        local_files_only=sub.base_dir is not None,
+        local_files_only=True,
     )
     merged = PeftModel.from_pretrained(base, str(sub.adapter_dir)).merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
-        tok_dir = sub.tokenizer_dir
-        if tok_dir is not None:
-            for name in _TOKENIZER_FILES:
-                if (tok_dir / name).is_file():
-                    shutil.copy2(tok_dir / name, tmp / name)
-        else:
-            AutoTokenizer.from_pretrained(sub.base_id, trust_remote_code=sub.trust_remote_code).save_pretrained(tmp)
+        for name in _TOKENIZER_FILES:
+            if (sub.tokenizer_dir / name).is_file():
+                shutil.copy2(sub.tokenizer_dir / name, tmp / name)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

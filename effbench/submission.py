@@ -159,13 +159,16 @@ class Submission:
         return self.folder / MANIFEST_NAME
 
     @classmethod
-    def load(cls, folder: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> Submission:
+    def load(
+        cls, folder: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False, base_dir: Path | None = None
+    ) -> Submission:
+        """Validate a submission folder. `base_dir` replaces a hub-id base by its downloaded folder."""
         folder = Path(folder).resolve()
         m = read_manifest(folder)
         mpath = folder / MANIFEST_NAME
 
-        base_dir: Path | None = (folder / m.base).resolve()
-        base_id = None
+        base_id = m.base if base_dir is not None else None
+        base_dir = base_dir or (folder / m.base).resolve()
         if not base_dir.is_dir():
             if HUB_ID.match(m.base) and not (folder / m.base.split("/")[0]).exists():
                 base_dir, base_id = None, m.base
@@ -202,6 +205,26 @@ class Submission:
             _check_adapter(adapter_dir, mpath, base_shapes, allow_pickle)
 
         return cls(folder, m, base_dir, base_id, adapter_dir, tokenizer_dir, allow_pickle, trust_remote_code)
+
+    def fetch_hub_base(self) -> Submission:
+        """A hub-id base downloaded (configs, safetensors, tokenizer; pickles only with
+        allow_pickle) and validated like a local folder. Needs the network: offline, one line."""
+        if self.base_dir is not None:
+            return self
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]
+        patterns += ["*.bin", "*.pt"] if self.allow_pickle else []
+        try:
+            path = snapshot_download(self.manifest.base, allow_patterns=patterns)
+        except Exception as e:  # huggingface_hub raises many types (offline, not found, gated): all mean "cannot fetch"
+            raise EffbenchError(
+                f"{self.manifest_path}: field 'base': cannot fetch hub model {self.manifest.base!r}"
+                f" ({type(e).__name__}); download it and set base to its folder"
+            ) from e
+        return Submission.load(
+            self.folder, allow_pickle=self.allow_pickle, trust_remote_code=self.trust_remote_code, base_dir=Path(path)
+        )
 
 
 def _check_adapter(adapter_dir: Path, mpath: Path, base_shapes: dict[str, list[int]] | None, allow_pickle: bool) -> None:

@@ -436,3 +436,11 @@ def test_cli_prints_message_with_brackets_verbatim(sub: Path, base: str) -> None
     msg = load_error(sub)
     assert base in msg and "field 'base'" in msg
     assert_cli_refuses(sub, msg)
+
+
+def test_hub_base_offline_is_one_line_error(sub: Path, tmp_path: Path) -> None:
+    edit(sub, base="effbench-test/no-such-model")
+    res = CliRunner().invoke(app, ["run", str(sub), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 2, res.output
+    assert "field 'base': cannot fetch hub model 'effbench-test/no-such-model'" in res.output
+    assert "Traceback" not in res.output

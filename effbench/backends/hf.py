@@ -59,17 +59,17 @@ class HFBackend:
     def start(self) -> None:
         t0 = time.perf_counter()
         m = self.submission.manifest
+        self.submission = self.submission.fetch_hub_base()
         self.model_dir, self.merged_now = merged_model_dir(self.submission, m.dtype, self.cache_dir)
-        local = self.submission.base_dir is not None
         self.tokenizer = AutoTokenizer.from_pretrained(
-            str(self.model_dir), trust_remote_code=self.submission.trust_remote_code, local_files_only=local
+            str(self.model_dir), trust_remote_code=self.submission.trust_remote_code, local_files_only=True
         )
         self.tokenizer.padding_side = "left"
         kwargs = dict(
             dtype=getattr(torch, m.dtype),
             trust_remote_code=self.submission.trust_remote_code,
             use_safetensors=not self.submission.allow_pickle,
-            local_files_only=local,
+            local_files_only=True,
         )
         if m.quantization != "none":
             from transformers import BitsAndBytesConfig
