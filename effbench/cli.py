@@ -72,7 +72,9 @@ def run(
     max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Instances per run (overrides the suite's).")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets (e.g. ../shared/data) to use instead of downloading.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets in their published formats (e.g. ../shared/data); implies offline: nothing is downloaded.")] = None,
+    missing_data: Annotated[str, typer.Option(help="With --data-dir, a run whose data is missing: 'auto' stops when a dataset is absent altogether and records runs of an incomplete one as not run (score 0); 'skip' records all as not run; 'stop' stops on any.")] = "auto",
+    track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")] = False,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model code. Only for trusted submissions.")] = False,
 ) -> None:
@@ -87,7 +89,10 @@ def run(
         sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         suite_obj = load_suite(suite)
         out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}"
-        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir, data_dir=data_dir)
+        if missing_data not in ("auto", "skip", "stop"):
+            raise EffbenchError(f"--missing-data: {missing_data!r} is not one of auto, skip, stop")
+        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
+                          data_dir=data_dir, missing_data=missing_data, track=track)
         with LiveView(console, suite_obj) as view:
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:
@@ -108,6 +113,28 @@ def suites() -> None:
         s = load_suite(name)
         table.add_row(name, str(len(s.runs)), str(s.max_eval_instances or "all"), f"{s.budget_minutes:g}", f"{s.weight:g}", s.description)
     out_console.print(table)
+
+
+@app.command()
+def rank(
+    results: Annotated[list[Path], typer.Argument(help="results.json files, or folders holding one (effbench run's output).")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write every value, win rate and score to this JSON file.")] = None,
+) -> None:
+    """Rank submissions as the NeurIPS 2023 LLM Efficiency Challenge did, each track on its own:
+    win rate per metric against the field (missing = 0), mean per scenario, geometric mean per
+    suite, weighted sum over suites (open 1/3, closed 2/3). Also prints the Spearman correlation
+    of open and closed scores: a negative one means the open winners overfit the open tasks."""
+    from effbench.rank import print_ranking, rank_files, write_json
+
+    try:
+        ranking = rank_files(results)
+        if json_out is not None:
+            write_json(ranking, json_out)
+    except EffbenchError as e:
+        _fail(e)
+    print_ranking(ranking, out_console)
+    if json_out is not None:
+        console.print(f"ranking written to [bold]{json_out}[/]")
 
 
 if __name__ == "__main__":  # pragma: no cover

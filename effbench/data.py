@@ -1,46 +1,198 @@
-"""Put local copies of public datasets where HELM looks for them, so nothing is downloaded.
+"""Local copies of public datasets, in their published formats, put where HELM looks for them.
 
-HELM skips a download when its target path exists (CHALLENGE.md, "HELM offline"). For datasets
-whose published layout is HELM's own, a symlink is enough: nothing is copied.
+HELM skips a download when its target path exists (CHALLENGE.md, "HELM offline"). `stage` links
+each dataset found under `--data-dir` to that path (symlinks: nothing is copied, and the source
+stays read-only; HELM writes its lock files beside the link, never into the source), converting
+only where HELM's file differs from the published one (CNN/DM: HELM reads a pickle).
+`missing_inputs` says, per run and before any model loads, which files HELM will want and are
+absent, so an incomplete dataset is named up front instead of failing hours in.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from effbench.contracts import EffbenchError
+
+BBQ_CATEGORIES = (
+    "Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance", "Race_ethnicity",
+    "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation",
+)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() and dst.resolve() == src.resolve():
+        return
+    if dst.exists() or dst.is_symlink():
+        raise EffbenchError(f"{dst}: already exists and is not a link to {src} (option --data-dir)")
+    dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
+
+
+def _stage_mmlu(src: Path, helm: Path) -> None:
+    _link(src, helm / "scenarios/mmlu/data")  # published layout == HELM's: {dev,val,test}/<subject>_<split>.csv
+
+
+def _stage_truthful_qa(src: Path, helm: Path) -> None:
+    _link(src / "TruthfulQA.csv", helm / "scenarios/truthful_qa/data/TruthfulQA.csv")
+
+
+def _stage_bbq(src: Path, helm: Path) -> None:
+    for f in sorted(src.glob("*.jsonl")):  # HELM's file name is the category, no extension
+        _link(f, helm / "scenarios/bbq/data" / f.stem)
+
+
+def _stage_gsm(src: Path, helm: Path) -> None:
+    for split in ("train", "test"):
+        if (src / f"{split}.jsonl").is_file():
+            _link(src / f"{split}.jsonl", helm / f"scenarios/gsm/gsm_data_{split}")
+
+
+def _stage_big_bench(src: Path, helm: Path) -> None:
+    for task_json in sorted(src.glob("**/task.json")):
+        _link(task_json, helm / "scenarios/big_bench" / task_json.relative_to(src))
+
+
+def _read_frank(src: Path) -> dict[str, list[dict]]:
+    """FRANK's CNN/DM test articles: one JSON per article with `article` and `bart_reference`
+    (the reference highlights). Its validation ids become HELM's train split (the in-context
+    examples), its test ids the test split: no article is both an example and a question."""
+    splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    ids = {name: set((src / f"{name}_split.txt").read_text().split()) for name in ("validation", "test")}
+    for path in sorted((src / "articles-wbertscore-json").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            row = {"article": rec["article"], "highlights": rec["bart_reference"]}
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+            raise EffbenchError(f"{path}: not a FRANK article record ({type(e).__name__}: {e}) (--data-dir, dataset cnndm)") from None
+        key = path.stem
+        if key in ids["test"]:
+            splits["test"].append(row)
+        elif key in ids["validation"]:
+            splits["train"].append(row)
+    return splits
+
+
+def _read_cnndm_csv(src: Path) -> dict[str, list[dict]]:
+    """The CNN/DailyMail CSV release (train.csv / validation.csv / test.csv: id, article, highlights)."""
+    splits: dict[str, list[dict]] = {}
+    for name in ("train", "validation", "test"):
+        path = src / f"{name}.csv"
+        rows = []
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                for i, rec in enumerate(csv.DictReader(f), start=2):
+                    if not rec.get("article") or rec.get("highlights") is None:
+                        raise EffbenchError(f"{path}:{i}: row without article/highlights (--data-dir, dataset cnndm)")
+                    rows.append({"article": rec["article"], "highlights": rec["highlights"]})
+        splits[name] = rows
+    return splits
+
+
+def _stage_cnndm(src: Path, helm: Path) -> None:
+    """HELM's summarization scenario unpickles `data/cnndm.pk`; effbench writes that file itself
+    from the published records (effbench's own pickle of plain dicts, never a downloaded one)."""
+    target = helm / "scenarios/summarization/data/cnndm.pk"
+    if target.is_file():
+        return
+    splits = _read_frank(src) if (src / "articles-wbertscore-json").is_dir() else _read_cnndm_csv(src)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as f:
+        pickle.dump(splits, f)
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    source: str  # path under --data-dir, in the dataset's published layout
-    target: str  # path under HELM's output folder
-    where: str  # where to get it, for the error message
+    sources: tuple[str, ...]  # candidate folders under --data-dir, first found wins
+    stage: Callable[[Path, Path], None]
+    where: str  # where the published dataset lives, for the error message
 
 
-DATASETS = (
-    Dataset("mmlu", "mmlu", "scenarios/mmlu/data", "hendrycks/test: data.tar ({dev,val,test}/<subject>_<split>.csv)"),
-)
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("mmlu", ("mmlu",), _stage_mmlu, "github.com/hendrycks/test (data.tar: {dev,val,test}/<subject>_<split>.csv)"),
+        Dataset("truthful_qa", ("truthfulqa", "truthful_qa"), _stage_truthful_qa, "github.com/sylinrl/TruthfulQA (TruthfulQA.csv)"),
+        Dataset("bbq", ("bbq",), _stage_bbq, "github.com/nyu-mll/BBQ (data/<Category>.jsonl, 11 categories)"),
+        Dataset("gsm", ("gsm8k", "gsm"), _stage_gsm, "github.com/openai/grade-school-math (grade_school_math/data/{train,test}.jsonl)"),
+        Dataset("big_bench", ("bigbench", "big_bench"), _stage_big_bench, "github.com/google/BIG-bench (bigbench/benchmark_tasks/<task>[/<subtask>]/task.json)"),
+        Dataset("cnndm", ("cnndm_frank", "cnn_dailymail"), _stage_cnndm, "CNN/DailyMail ({train,validation,test}.csv: article, highlights) or FRANK's articles JSON"),
+    )
+}
 
 
 def stage(data_dir: Path, helm_dir: Path) -> list[str]:
-    """Link every dataset found in `data_dir` into `helm_dir`; returns the names staged."""
+    """Link (or convert) every known dataset found in `data_dir`; returns the names staged."""
     if not data_dir.is_dir():
         raise EffbenchError(f"--data-dir: {data_dir} is not a folder")
     staged = []
-    for ds in DATASETS:
-        src = (data_dir / ds.source).resolve()
-        if not src.exists():
-            continue
-        dst = helm_dir / ds.target
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.is_symlink() and dst.resolve() == src:
+    for ds in DATASETS.values():
+        src = next((data_dir / s for s in ds.sources if (data_dir / s).exists()), None)
+        if src is not None:
+            ds.stage(src, helm_dir)
             staged.append(ds.name)
-            continue
-        if dst.exists() or dst.is_symlink():
-            raise EffbenchError(f"{dst}: already exists and is not a link to {src} (option --data-dir, dataset {ds.name})")
-        dst.symlink_to(src, target_is_directory=src.is_dir())
-        staged.append(ds.name)
     return staged
+
+
+def _required(class_name: str, args: dict) -> tuple[str, list[str]] | None:
+    """(dataset, files under the HELM output folder) that a scenario reads; None: no local data."""
+    cls = class_name.rsplit(".", 1)[-1]
+    if cls == "MMLUScenario":
+        s = args["subject"]
+        return "mmlu", [f"scenarios/mmlu/data/{split}/{s}_{split}.csv" for split in ("dev", "val", "test")]
+    if cls == "TruthfulQAScenario":
+        return "truthful_qa", ["scenarios/truthful_qa/data/TruthfulQA.csv"]
+    if cls == "BBQScenario":
+        cats = BBQ_CATEGORIES if args.get("subject", "all") == "all" else (args["subject"],)
+        return "bbq", [f"scenarios/bbq/data/{c}" for c in cats]
+    if cls == "GSM8KScenario":
+        return "gsm", ["scenarios/gsm/gsm_data_train", "scenarios/gsm/gsm_data_test"]
+    if cls == "BIGBenchScenario":
+        parts = [args["task"]] + ([args["subtask"]] if args.get("subtask") else [])
+        return "big_bench", ["scenarios/big_bench/" + "/".join(parts) + "/task.json"]
+    if cls == "SummarizationScenario" and args.get("dataset_name") == "cnn-dm":
+        return "cnndm", ["scenarios/summarization/data/cnndm.pk"]
+    return None
+
+
+@dataclass(frozen=True)
+class MissingData:
+    dataset: str
+    path: Path  # the first file HELM will look for and not find
+    missing: int  # how many of the run's files are absent
+    total: int
+
+    @property
+    def where(self) -> str:
+        return DATASETS[self.dataset].where if self.dataset in DATASETS else "see the scenario's documentation"
+
+    @property
+    def complete_absence(self) -> bool:
+        return self.missing == self.total
+
+    def line(self, run: str) -> str:
+        return (f"run {run}: dataset {self.dataset} is missing {self.missing} of {self.total} files"
+                f" (expected {self.path}); get it from {self.where} and pass its folder with --data-dir")
+
+
+# Run spec functions that read their data while the run spec is built (BIG-bench reads task.json
+# to choose the adapter and metrics), mapped to the scenario class whose files they need.
+READ_AT_SPEC_TIME = {"big_bench": "BIGBenchScenario"}
+
+
+def missing_inputs(class_name: str, args: dict, helm_dir: Path) -> MissingData | None:
+    """`class_name`: a scenario class, or a run spec function name of READ_AT_SPEC_TIME."""
+    req = _required(READ_AT_SPEC_TIME.get(class_name, class_name), args)
+    if req is None:
+        return None
+    dataset, files = req
+    absent = [f for f in files if not (helm_dir / f).exists()]
+    if not absent:
+        return None
+    return MissingData(dataset, helm_dir / absent[0], len(absent), len(files))

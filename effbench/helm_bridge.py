@@ -20,6 +20,7 @@ from helm.benchmark.adaptation.scenario_state import ScenarioState
 from helm.benchmark.annotation_executor import AnnotationExecutionSpec, AnnotationExecutor
 from helm.benchmark.data_preprocessor import DataPreprocessor
 from helm.benchmark.executor import ExecutionSpec, Executor
+from helm.benchmark.metrics.common_metric_specs import get_basic_generation_metric_specs
 from helm.benchmark.metrics.metric import PerInstanceStats, Stat, create_metric
 from helm.benchmark.metrics.metric_service import MetricService
 from helm.benchmark.model_deployment_registry import ClientSpec, ModelDeployment, register_model_deployment
@@ -66,6 +67,9 @@ def register_model(helm_name: str, tokenizer_dir: Path, max_sequence_length: int
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    # HELM fits prompts with token counts that leave out the special tokens the tokenizer adds
+    # (BOS); the model sees them, so HELM's window is the model's minus those.
+    n_special = len(tok.encode("", add_special_tokens=True))
     register_model_metadata(get_unknown_model_metadata(helm_name))
     register_tokenizer_config(
         TokenizerConfig(
@@ -84,7 +88,7 @@ def register_model(helm_name: str, tokenizer_dir: Path, max_sequence_length: int
             client_spec=ClientSpec(class_name=f"{__name__}.NotExecutedByHelmClient", args={}),
             model_name=helm_name,
             tokenizer_name=helm_name,
-            max_sequence_length=max_sequence_length,
+            max_sequence_length=max_sequence_length - n_special,
         )
     )
     _registered.add(helm_name)
@@ -145,17 +149,19 @@ class HelmSession:
         self.eval_cache = self.runs_dir / "eval_cache"
         ensure_directory_exists(str(self.eval_cache))
 
-    def run_specs(self, entries: list[tuple[str, int | None]], helm_model: str, max_eval_instances: int | None) -> list[tuple[str, RunSpec]]:
+    def run_specs(
+        self, entries: list[tuple[str, int | None]], helm_model: str, default_max: int | None, cap: int | None = None
+    ) -> list[tuple[str, RunSpec]]:
         """Suite entries (HELM run-entry descriptions without a model) -> RunSpecs for `helm_model`.
-        A per-entry max_eval_instances wins over the suite-wide one, as in the challenge."""
+        Instances per run: the entry's own max_eval_instances wins over the suite default (as in
+        the challenge); `cap` (--max-eval-instances) bounds both, for quick versions of a suite."""
         out = []
         for entry, per_entry in entries:
             desc = f"{entry},model={helm_model}" if ":" in entry else f"{entry}:model={helm_model}"
+            n = per_entry if per_entry is not None else default_max
+            n = min(n, cap) if (n is not None and cap is not None) else (n or cap)
             try:
-                specs = run_entries_to_run_specs(
-                    [RunEntry(description=desc, priority=1, groups=None)],
-                    max_eval_instances=per_entry if per_entry is not None else max_eval_instances,
-                )
+                specs = run_entries_to_run_specs([RunEntry(description=desc, priority=1, groups=None)], max_eval_instances=n)
             except Exception as e:  # HELM raises bare ValueError/KeyError for unknown scenarios or args
                 raise EffbenchError(f"suite {self.suite}: run entry '{entry}': HELM cannot build it ({type(e).__name__}: {e})") from e
             out.extend((entry, s) for s in specs)
@@ -203,6 +209,61 @@ class HelmSession:
         for name, obj in files.items():
             write(str(run_path / name), json.dumps(obj, indent=2))
         return stats, run_path
+
+
+# HELM resources that canonical augmentation downloads (not datasets): perturbation class ->
+# (file under the HELM output folder, the file's name under --data-dir/helm_perturbations/).
+PERTURBATION_RESOURCES = {
+    "DialectPerturbation": ("perturbations/dialect/SAE_to_AAVE_mapping.json", "SAE_to_AAVE_mapping.json"),
+    "PersonNamePerturbation": ("perturbations/person_name/data/person_names.txt", "person_names.txt"),
+}
+
+
+def stage_perturbation_resources(data_dir: Path, helm_dir: Path) -> None:
+    for target, name in PERTURBATION_RESOURCES.values():
+        src, dst = data_dir / "helm_perturbations" / name, helm_dir / target
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src.resolve())
+
+
+def adapt_offline(spec: RunSpec, helm_dir: Path) -> tuple[RunSpec, list[str]]:
+    """The run spec as it can run with no network, and what had to change (recorded in results.json):
+    - perturbations whose resource file HELM would download are dropped (canonical augmentation's
+      dialect and person-name fairness perturbations), so fairness is the worst case over the rest;
+    - HELM's SummarizationMetric needs spaCy's en_core_web_sm and summ_eval, which no package index
+      serves offline: it is replaced by HELM's reference ROUGE metrics (the same rouge_2 function)."""
+    notes: list[str] = []
+    aug = spec.data_augmenter_spec
+    keep = []
+    for p in aug.perturbation_specs:
+        res = PERTURBATION_RESOURCES.get(p.class_name.rsplit(".", 1)[-1])
+        if res is not None and not (helm_dir / res[0]).exists():
+            notes.append(f"perturbation {p.class_name.rsplit('.', 1)[-1]} dropped: {res[0]} not available offline")
+            continue
+        keep.append(p)
+    if len(keep) != len(aug.perturbation_specs):
+        spec = replace(spec, data_augmenter_spec=replace(aug, perturbation_specs=keep))
+    metric_specs = []
+    for m in spec.metric_specs:
+        if m.class_name.endswith("SummarizationMetric") and not _summarization_metric_available():
+            metric_specs.extend(get_basic_generation_metric_specs(["rouge_1", "rouge_2", "rouge_l"]))
+            notes.append("SummarizationMetric replaced by reference ROUGE metrics (summ_eval / en_core_web_sm unavailable)")
+        else:
+            metric_specs.append(m)
+    if len(metric_specs) != len(spec.metric_specs) or any(a is not b for a, b in zip(metric_specs, spec.metric_specs)):
+        spec = replace(spec, metric_specs=metric_specs)
+    return spec, notes
+
+
+def _summarization_metric_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("summ_eval") is None:
+        return False
+    import spacy
+
+    return spacy.util.is_package("en_core_web_sm")
 
 
 def to_generation_request(state: RequestState, suite: str, run: str, index: int) -> GenerationRequest:
@@ -259,6 +320,83 @@ def fill(state: RequestState, res: GenerationResult) -> RequestState:
     return replace(state, result=to_request_result(res))
 
 
+def parse_entry(entry: str) -> tuple[str, dict]:
+    """A run-entry description -> (run spec function name, its arguments), as HELM parses it."""
+    from helm.common.object_spec import parse_object_spec
+
+    spec = parse_object_spec(entry)
+    return spec.class_name, dict(spec.args)
+
+
 def helm_model_name(submission_name: str) -> str:
     return f"effbench/{submission_name}"
+
+
+# HELM builds RunSpecs only for a model; checks that need the eval items but no model
+# (`effbench contamination`) name this placeholder, whose client refuses every request.
+PLACEHOLDER_MODEL = "effbench/no-model"
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One run's eval instances (HELM `Instance`s of its eval splits), built without a model.
+    Unpacks as (run, scenario, instances)."""
+
+    run: str  # HELM's run name without the placeholder's model= argument
+    scenario: str  # HELM scenario name
+    instances: list
+    entry: str = ""  # the suite entry it came from
+
+    def __iter__(self):
+        return iter((self.run, self.scenario, self.instances))
+
+
+def suite_eval_instances(suite, helm_dir: Path, max_eval_instances: int | None = None, run_filter: str | None = None) -> list[EvalRun]:
+    """HELM's steps 1-2 only for every run of `suite` (an effbench.suites.Suite): create the
+    scenario, get its instances, give them ids, downsample the eval splits, keep the eval splits.
+    The instances, ids and sample are those `effbench run` evaluates with the same options (the
+    same `HelmSession.run_specs`; HELM's downsampling is seeded). No model or tokenizer is loaded:
+    a placeholder model is registered (metadata and a deployment, once per process) so that HELM
+    can build the RunSpecs. Datasets must already be under `helm_dir` (effbench.data.stage) or
+    be downloadable by HELM. `run_filter`: a glob on run names or entries, as `effbench run --runs`."""
+    import contextlib
+    import fnmatch
+    import io
+
+    if PLACEHOLDER_MODEL not in _registered:
+        register_model_metadata(get_unknown_model_metadata(PLACEHOLDER_MODEL))
+        register_model_deployment(
+            ModelDeployment(
+                name=PLACEHOLDER_MODEL,
+                client_spec=ClientSpec(class_name=f"{__name__}.NotExecutedByHelmClient", args={}),
+                model_name=PLACEHOLDER_MODEL,
+            )
+        )
+        _registered.add(PLACEHOLDER_MODEL)
+    with contextlib.redirect_stdout(io.StringIO()):  # HELM prints where it looks for credentials
+        session = HelmSession(helm_dir, suite.name, parallelism=1)
+    specs = session.run_specs(suite.entries(), PLACEHOLDER_MODEL, suite.max_eval_instances, max_eval_instances)
+    model_arg = "model=" + PLACEHOLDER_MODEL.replace("/", "_")
+    out: list[EvalRun] = []
+    for entry, spec in specs:
+        name = spec.name.replace("," + model_arg, "").replace(":" + model_arg, "")
+        if run_filter and not (fnmatch.fnmatch(name, run_filter) or fnmatch.fnmatch(entry, run_filter)):
+            continue
+        splits = spec.adapter_spec.eval_splits or EVAL_SPLITS
+        try:
+            scenario = create_scenario(spec.scenario_spec)
+            instances = scenario.get_instances(get_scenario_cache_path(str(helm_dir), scenario.name))
+        except EffbenchError:
+            raise
+        except Exception as e:  # a dataset HELM cannot find or fetch
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise EffbenchError(f"suite {suite.name}: run {name}: HELM cannot load its instances ({type(e).__name__}: {first}); local datasets: option --data-dir") from e
+        if any(i.id is None for i in instances):
+            instances = with_instance_ids(instances)
+        if spec.adapter_spec.max_eval_instances is not None:
+            instances = downsample_eval_instances(instances, spec.adapter_spec.max_eval_instances, splits)
+        out.append(EvalRun(name, scenario.name, [i for i in instances if i.split in splits], entry))
+    if run_filter and not out:
+        raise EffbenchError(f"--runs: pattern {run_filter!r} matches no run of suite {suite.name}")
+    return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +22,7 @@ class LiveView:
         self.phase_task = None
         self.total_task = None
         self.run_tasks: dict[str, int] = {}
-        self.progress = Progress(on_phase=self._phase, on_plan=self._plan, on_batch=self._batch)
+        self.progress = Progress(on_phase=self._phase, on_plan=self._plan, on_batch=self._batch, on_warning=self._warn)
 
     def __enter__(self) -> "LiveView":
         self.bars.start()
@@ -33,6 +34,9 @@ class LiveView:
 
     def _phase(self, name: str) -> None:
         self.bars.update(self.phase_task, description=f"phase: {name}")
+
+    def _warn(self, line: str) -> None:
+        self.bars.console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
     def _plan(self, requests_per_run: dict[str, int]) -> None:
         self.total_task = self.bars.add_task(f"[bold]{self.suite.name}: all runs", total=sum(requests_per_run.values()))
@@ -47,19 +51,19 @@ class LiveView:
     def summary(self, results: dict, console: Console | None = None) -> None:
         console = console or self.console
         t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
-        for col in ("run", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
+        for col in ("run", "status", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
             t.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
         model_suffix = f"model=effbench_{results['submission']['name']}"
         for r in results["runs"]:
             t.add_row(
-                r["name"].replace("," + model_suffix, "").replace(":" + model_suffix, ""), r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
+                r["name"].replace("," + model_suffix, "").replace(":" + model_suffix, ""), r["status"], r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
                 str(r["requests"]), str(r["errors"]), str(r["prompt_tokens"]), str(r["output_tokens"]),
                 f"{r['tokens_per_s'] or 0:.0f}", f"{r['busy_seconds']:.1f}",
                 f"{(r['peak_memory_bytes'] or 0) / 2**20:.0f}",
             )
         tot = results["totals"]
         t.add_row(
-            "[bold]total", "mean", "-" if tot["mean_score"] is None else f"{tot['mean_score']:.3f}", str(tot["requests"]),
+            "[bold]total", f"{tot['not_run']} not run", "mean", "-" if tot["mean_score"] is None else f"{tot['mean_score']:.3f}", str(tot["requests"]),
             str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]), f"{tot['tokens_per_s'] or 0:.0f}",
             f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
         )

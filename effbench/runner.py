@@ -44,7 +44,9 @@ class RunOptions:
     max_eval_instances: int | None = None
     run_filter: str | None = None  # glob on run names or entries, e.g. "synthetic_reasoning*"
     cache_dir: Path | None = None
-    data_dir: Path | None = None  # local copies of public datasets (effbench.data)
+    data_dir: Path | None = None  # local copies of public datasets (effbench.data); implies offline
+    missing_data: str = "auto"  # auto | skip | stop (see _data_problem)
+    track: str = "local"  # the hardware track this run stands for (effbench rank groups by it)
     parallelism: int = 4
 
 
@@ -55,6 +57,7 @@ class Progress:
     on_phase: Callable[[str], None] = lambda phase: None
     on_plan: Callable[[dict[str, int]], None] = lambda requests_per_run: None
     on_batch: Callable[[list[GenerationRequest], list[GenerationResult]], None] = lambda reqs, res: None
+    on_warning: Callable[[str], None] = lambda line: None
 
 
 @dataclass
@@ -113,10 +116,13 @@ def environment(backend) -> dict:
 def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: Progress | None = None) -> RunOutcome:
     from effbench.helm_bridge import (
         HelmSession,
+        adapt_offline,
+        parse_entry,
         ensure_nltk_punkt_tab,
         fill,
         helm_model_name,
         register_model,
+        stage_perturbation_resources,
         to_generation_request,
     )
     from effbench.merge import default_cache_dir
@@ -128,41 +134,72 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         if phases and not phases[-1].end:
             phases[-1].end = time.time()
         progress.on_phase(name)
-        p = Phase(name, time.time())
-        phases.append(p)
-        return p
+        phases.append(Phase(name, time.time()))
+        return phases[-1]
 
     opts.out.mkdir(parents=True, exist_ok=True)
+    helm_dir = opts.out / "helm"
     ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
-    if opts.data_dir is not None:
-        from effbench.data import stage
-
-        stage(opts.data_dir, opts.out / "helm")
     sampler = MemorySampler()
     with sampler:
+        # Plan: everything HELM does before the first request, and every data check, before any
+        # model is loaded: a missing file costs seconds, not a model load.
+        phase("plan")
+        submission = submission.fetch_hub_base()
+        session = HelmSession(helm_dir, suite.name, parallelism=opts.parallelism)
+        staged = []
+        if opts.data_dir is not None:
+            from effbench.data import stage
+
+            staged = stage(opts.data_dir, helm_dir)
+            stage_perturbation_resources(opts.data_dir, helm_dir)
+        helm_name = helm_model_name(submission.name)
+        register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length)
+        not_run: dict[str, str] = {}  # run (or entry) name -> why it cannot run
+        entries = []
+        for entry, n in suite.entries():
+            if opts.data_dir is not None:
+                fn, args = parse_entry(entry)
+                reason = _data_problem(entry, fn, args, helm_dir, staged, opts.missing_data)
+                if reason is not None:  # the run spec itself would need the data (BIG-bench)
+                    not_run[entry] = reason
+                    continue
+            entries.append((entry, n))
+        specs = session.run_specs(entries, helm_name, suite.max_eval_instances, opts.max_eval_instances)
+        if opts.run_filter:
+            match = lambda name, entry: fnmatch.fnmatch(name, opts.run_filter) or fnmatch.fnmatch(entry, opts.run_filter)  # noqa: E731
+            specs = [(e, s) for e, s in specs if match(s.name, e)]
+            not_run = {k: v for k, v in not_run.items() if match(k, k)}
+            if not specs and not not_run:
+                raise EffbenchError(f"--runs: pattern {opts.run_filter!r} matches no run of suite {suite.name}")
+        for line in not_run.values():
+            progress.on_warning(f"not run: {line}")
+        notes: dict[str, list[str]] = {}
+        runnable = []
+        for entry, spec in specs:
+            if opts.data_dir is not None:
+                spec, notes[spec.name] = adapt_offline(spec, helm_dir)
+                args = spec.scenario_spec.args
+                reason = _data_problem(spec.name, spec.scenario_spec.class_name, args, helm_dir, staged, opts.missing_data)
+                if reason is not None:
+                    not_run[spec.name] = reason
+                    progress.on_warning(f"not run: {reason}")
+                    continue
+            runnable.append((entry, spec))
+        plans = [session.plan_run(entry, spec) for entry, spec in runnable]
+        requests: list[GenerationRequest] = []
+        for plan in plans:
+            requests += [to_generation_request(st, suite.name, plan.name, i) for i, st in enumerate(plan.request_states)]
+        progress.on_plan({p.name: len(p.request_states) for p in plans})
+
         phase("load")
         backend = make_backend(submission, cache_dir=opts.cache_dir)
         backend.start()
         try:
-            phase("plan")
-            helm_name = helm_model_name(submission.name)
-            session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
-            register_model(helm_name, backend.model_dir, submission.manifest.limits.max_sequence_length)
-            specs = session.run_specs(suite.entries(), helm_name, opts.max_eval_instances or suite.max_eval_instances)
-            if opts.run_filter:
-                specs = [(e, s) for e, s in specs if fnmatch.fnmatch(s.name, opts.run_filter) or fnmatch.fnmatch(e, opts.run_filter)]
-                if not specs:
-                    raise EffbenchError(f"--runs: pattern {opts.run_filter!r} matches no run of suite {suite.name}")
-            plans = [session.plan_run(entry, spec) for entry, spec in specs]
-            requests: list[GenerationRequest] = []
-            for plan in plans:
-                requests += [to_generation_request(st, suite.name, plan.name, i) for i, st in enumerate(plan.request_states)]
-            progress.on_plan({p.name: len(p.request_states) for p in plans})
-
             phase("execute")
             results = Scheduler(backend).execute(requests, on_batch=progress.on_batch)
+            phases[-1].end = time.time()
         finally:
-            exec_end = time.time()
             backend.close()
 
         phase("score")
@@ -170,27 +207,41 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         for plan in plans:
             res = [results[f"{plan.name}#{i}"] for i in range(len(plan.request_states))]
             stats, run_path = session.score_run(plan, [fill(st, r) for st, r in zip(plan.request_states, res)])
-            runs.append(_run_record(plan, res, stats, run_path, sampler, opts.out))
+            runs.append(_run_record(plan, suite, res, stats, run_path, sampler, opts.out, notes.get(plan.name, [])))
+        not_run_entry = {spec.name: entry for entry, spec in specs} | {e: e for e, _ in suite.entries()}
+        for name, reason in not_run.items():
+            runs.append(_not_run_record(name, not_run_entry[name], suite, reason))
+        order = {entry: i for i, (entry, _) in enumerate(suite.entries())}
+        runs.sort(key=lambda r: order[r["entry"]])
         phases[-1].end = time.time()
 
     execute = next(p for p in phases if p.name == "execute")
-    execute.end = exec_end
+    groups = sorted({r["scenario"] for r in runs})
     out = {
         "schema_version": RESULTS_SCHEMA_VERSION,
+        "track": opts.track,
         "submission": {"name": submission.name, "folder": str(submission.folder), "manifest": submission.manifest.model_dump()},
         "backend": {
             "name": backend.name,
             "model_dir": str(backend.model_dir),
             "merged_this_run": bool(getattr(backend, "merged_now", False)),
         },
-        "suite": {"name": suite.name, "budget_minutes": suite.budget_minutes, "weight": suite.weight,
-                  "max_eval_instances": opts.max_eval_instances or suite.max_eval_instances},
+        "suite": {
+            "name": suite.name,
+            "budget_minutes": suite.budget_minutes,
+            "weight": suite.weight,
+            "max_eval_instances": suite.max_eval_instances,
+            "max_eval_instances_cap": opts.max_eval_instances,
+            "scenarios": {g: _columns_of(suite, g, runs).model_dump() for g in groups if _columns_of(suite, g, runs)},
+        },
         "runs": runs,
         "totals": _totals(runs, execute.seconds, sampler),
         "phases": {p.name: round(p.seconds, 3) for p in phases},
         "memory_source": sampler.source,
         "environment": environment(backend),
-        "helm_output": str(opts.out / "helm"),
+        "data_dir": str(opts.data_dir) if opts.data_dir else None,
+        "datasets_staged": staged,
+        "helm_output": str(helm_dir),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = opts.out / "results.json"
@@ -200,8 +251,66 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     return RunOutcome(out, path, phases)
 
 
-def _run_record(plan, res: list[GenerationResult], stats, run_path: Path, sampler: MemorySampler, out: Path) -> dict:
-    metric, value = _main_metric(stats)
+def _data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged: list[str], policy: str) -> str | None:
+    """Why a run cannot run on the local data, or None. A dataset that is absent altogether
+    stops the run (policy "auto"); one that is present but incomplete (BBQ with 6 of its 11
+    categories) only costs its runs, which are recorded as not run."""
+    from effbench.data import missing_inputs
+
+    miss = missing_inputs(class_name, args, helm_dir)
+    if miss is None:
+        return None
+    if policy == "stop" or (policy == "auto" and miss.dataset not in staged):
+        raise EffbenchError(miss.line(name))
+    return miss.line(name)
+
+
+def _columns_of(suite: Suite, group: str, runs: list[dict]):
+    main = next((r["main_metric"] for r in runs if r["scenario"] == group and r["main_metric"]), None)
+    return suite.columns(group, main)
+
+
+def _metric_columns(stats, columns: list[str]) -> dict[str, float | None]:
+    """HELM stats -> the suite's columns: `metric` is the unperturbed value on the eval split,
+    `metric@robustness` / `metric@fairness` the worst case over that kind of perturbation."""
+    found: dict[str, float] = {}
+    for s in stats:
+        n = s.name
+        if n.sub_split is not None or n.split not in ("test", "valid") or s.count == 0:
+            continue
+        if n.perturbation is None:
+            key = n.name
+        elif n.perturbation.computed_on == "worst" and n.perturbation.name in ("robustness", "fairness"):
+            key = f"{n.name}@{n.perturbation.name}"
+        else:
+            continue
+        found.setdefault(key, s.mean)  # the test split comes before valid in HELM's stats
+    return {c: found.get(c) for c in columns}
+
+
+def _not_run_record(name: str, entry: str, suite: Suite, reason: str) -> dict:
+    group = suite.group_of(entry)
+    cols = suite.columns(group, None)
+    return {
+        "name": name, "entry": entry, "scenario": group, "status": "not_run", "reason": reason,
+        "main_metric": cols.metrics[0] if cols else None, "score": 0.0,
+        "metrics": {c: None for c in (cols.metrics if cols else [])},
+        "requests": 0, "errors": 0, "first_error": None, "prompt_tokens": 0, "output_tokens": 0,
+        "wall_seconds": 0.0, "busy_seconds": 0.0, "tokens_per_s": None, "output_tokens_per_s": None,
+        "peak_memory_bytes": None, "helm_run_dir": None, "notes": [],
+    }
+
+
+def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path: Path, sampler: MemorySampler,
+                out: Path, notes: list[str]) -> dict:
+    group = suite.group_of(plan.entry)
+    cols = suite.scenarios.get(group)
+    if cols is not None:
+        metrics = _metric_columns(stats, cols.metrics)
+        metric, value = cols.metrics[0], metrics[cols.metrics[0]]
+    else:
+        metric, value = _main_metric(stats)
+        metrics = {metric: value} if metric else {}
     starts = [r.timings.started for r in res if r.timings.started is not None]
     ends = [r.timings.finished for r in res if r.timings.finished is not None]
     t0, t1 = (min(starts), max(ends)) if starts and ends else (0.0, 0.0)
@@ -212,8 +321,11 @@ def _run_record(plan, res: list[GenerationResult], stats, run_path: Path, sample
     return {
         "name": plan.name,
         "entry": plan.entry,
+        "scenario": group,
+        "status": "finished",
         "main_metric": metric,
         "score": value,
+        "metrics": metrics,
         "requests": len(res),
         "errors": sum(1 for r in res if not r.ok),
         "first_error": next((r.error for r in res if not r.ok), None),
@@ -225,6 +337,7 @@ def _run_record(plan, res: list[GenerationResult], stats, run_path: Path, sample
         "output_tokens_per_s": round(output / busy, 2) if busy > 0 else None,
         "peak_memory_bytes": sampler.peak(t0, t1) or None,
         "helm_run_dir": str(run_path.relative_to(out)),
+        "notes": notes,
     }
 
 
@@ -234,6 +347,7 @@ def _totals(runs: list[dict], execute_seconds: float, sampler: MemorySampler) ->
     scores = [r["score"] for r in runs if r["score"] is not None]
     return {
         "runs": len(runs),
+        "not_run": sum(1 for r in runs if r["status"] == "not_run"),
         "requests": sum(r["requests"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "prompt_tokens": prompt,

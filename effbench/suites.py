@@ -1,11 +1,17 @@
-"""Suites: TOML files of HELM run entries with a budget and a weight (scenarios/*.toml)."""
+"""Suites: TOML files of HELM run entries with a budget, a weight and the metric columns that
+rank submissions (scenarios/*.toml).
+
+A run entry belongs to a scenario (a leaderboard group: "mmlu" gathers 57 subject runs); each
+scenario names its metric columns, as `metric` or `metric@robustness` / `metric@fairness` for the
+worst case over HELM's perturbations of that kind, and which of them are lower-is-better.
+"""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from effbench.contracts import EffbenchError
 
@@ -15,7 +21,18 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 class SuiteRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entry: str = Field(min_length=1, description="HELM run-entry description without model=")
+    scenario: str | None = Field(None, description="scenario group; default: the entry's HELM scenario name")
     max_eval_instances: int | None = Field(None, ge=1)
+
+    @property
+    def group(self) -> str:
+        return self.scenario or self.entry.split(":", 1)[0]
+
+
+class ScenarioColumns(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metrics: list[str] = Field(min_length=1)
+    lower_is_better: list[str] = Field(default_factory=list)
 
 
 class Suite(BaseModel):
@@ -25,10 +42,28 @@ class Suite(BaseModel):
     budget_minutes: float = Field(gt=0)
     weight: float = Field(1.0, ge=0)
     max_eval_instances: int | None = Field(None, ge=1)
+    scenarios: dict[str, ScenarioColumns] = Field(default_factory=dict)
     runs: list[SuiteRun] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _lower_is_better_are_columns(self) -> "Suite":
+        for name, cols in self.scenarios.items():
+            extra = set(cols.lower_is_better) - set(cols.metrics)
+            if extra:
+                raise ValueError(f"scenarios.{name}.lower_is_better names {sorted(extra)}, which are not in its metrics")
+        return self
 
     def entries(self) -> list[tuple[str, int | None]]:
         return [(r.entry, r.max_eval_instances) for r in self.runs]
+
+    def group_of(self, entry: str) -> str:
+        return next(r.group for r in self.runs if r.entry == entry)
+
+    def columns(self, group: str, main_metric: str | None) -> ScenarioColumns | None:
+        """A scenario's metric columns: declared in the suite, else the run's main metric."""
+        if group in self.scenarios:
+            return self.scenarios[group]
+        return ScenarioColumns(metrics=[main_metric]) if main_metric else None
 
 
 def available_suites() -> dict[str, Path]:
@@ -38,7 +73,7 @@ def available_suites() -> dict[str, Path]:
 def load_suite(name_or_path: str) -> Suite:
     """A built-in suite by name (scenarios/<name>.toml) or any suite file by path."""
     path = Path(name_or_path)
-    if not path.suffix == ".toml":
+    if path.suffix != ".toml":
         known = available_suites()
         if name_or_path not in known:
             raise EffbenchError(f"--suite: unknown suite {name_or_path!r}; built-in: {', '.join(known) or 'none'} (or give a .toml path)")
@@ -46,10 +81,10 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.is_file():
         raise EffbenchError(f"{path}: suite file does not exist (option --suite)")
     try:
-        return Suite.model_validate(tomllib.loads(path.read_text()))
-    except tomllib.TOMLDecodeError as e:
+        return Suite.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EffbenchError(f"{path}: not valid TOML: {e}") from None
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise EffbenchError(f"{path}: field '{field}': {err['msg']}") from None
