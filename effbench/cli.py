@@ -103,15 +103,18 @@ def run(
 
 @app.command()
 def suites() -> None:
-    """List the built-in suites."""
+    """List the built-in suites: runs (after HELM's few-shot expansion), eval instances, the most
+    requests they can make (with augmentation), budget and weight."""
     from rich.table import Table
 
-    from effbench.suites import available_suites, load_suite
+    from effbench.suites import available_suites, load_suite, suite_size
 
-    table = Table("suite", "runs", "max instances/run", "budget (min)", "weight", "description")
+    table = Table("suite", "entries", "runs", "instances", "requests (at most)", "budget (min)", "weight", "description")
     for name in available_suites():
         s = load_suite(name)
-        table.add_row(name, str(len(s.runs)), str(s.max_eval_instances or "all"), f"{s.budget_minutes:g}", f"{s.weight:g}", s.description)
+        runs, instances, requests = suite_size(s)
+        table.add_row(name, str(len(s.runs)), str(runs), str(instances or "all"), str(requests or "all"),
+                      f"{s.budget_minutes:g}", f"{s.weight:.3g}", s.description)
     out_console.print(table)
 
 
@@ -135,6 +138,37 @@ def rank(
     print_ranking(ranking, out_console)
     if json_out is not None:
         console.print(f"ranking written to [bold]{json_out}[/]")
+
+
+@app.command()
+def contamination(
+    train_file: Annotated[Path, typer.Argument(help="Training data: .jsonl (string values), .csv/.tsv (cells) or .txt (lines).")],
+    suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file.")] = "default",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets (e.g. ../shared/data), as for `effbench run`.")] = None,
+    max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Instances per run (bounds the suite's), as for `effbench run`.")] = None,
+    runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Words per n-gram (an item shorter than n words counts whole).")] = 13,
+    threshold: Annotated[float, typer.Option(help="Flag an item when this fraction of its n-grams is in the training data (0-1].")] = 0.2,
+    field: Annotated[Optional[str], typer.Option(help="Only this JSON key / CSV column of the training data.")] = None,
+    examples: Annotated[int, typer.Option(min=0, help="Flagged items to show per run (--json has all).")] = 3,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write every count and every overlapping item to this JSON file.")] = None,
+) -> None:
+    """Which eval items of a suite occur in TRAIN_FILE: per run, the items whose word n-grams
+    (13 words, lowercased) are in the training data, with the training line where each was
+    found. No model is loaded; the training file is streamed. Details: effbench/contamination.py."""
+    from effbench.contamination import check_suite, print_report, write_json
+
+    try:
+        report = check_suite(train_file, suite, data_dir=data_dir, max_eval_instances=max_eval_instances, run_filter=runs,
+                             n=n, threshold=threshold, field_name=field)
+        if json_out is not None:
+            write_json(report, json_out)
+    except EffbenchError as e:
+        _fail(e)
+    print_report(report, out_console, examples)
+    console.print(f"{report.flagged} of {report.eval_items} eval items flagged; {report.examples} training examples"
+                  f" scanned in {report.seconds:.1f} s ({report.examples_per_s:,.0f}/s)"
+                  + (f"; report written to [bold]{escape(str(json_out))}[/]" if json_out is not None else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,27 +34,70 @@ def _link(src: Path, dst: Path) -> None:
     dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
 
 
+# Format checks: HELM parses these files itself and would fail mid-run with a traceback on a bad
+# row; checking them when staging names the file and line before anything is loaded.
+def _bad(path: Path, line: int, what: str, dataset: str) -> EffbenchError:
+    return EffbenchError(f"{path}:{line}: {what} (--data-dir, dataset {dataset})")
+
+
+def _check_csv(path: Path, dataset: str, ncols: int, header: bool, last_in: str | None = None) -> None:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        for i, row in enumerate(csv.reader(f), start=1):
+            if header and i == 1:
+                continue
+            if len(row) < ncols:
+                raise _bad(path, i, f"expected {ncols} columns, found {len(row)}", dataset)
+            if last_in is not None and row[-1] not in last_in:
+                raise _bad(path, i, f"last column {row[-1]!r} is not one of {', '.join(last_in)}", dataset)
+
+
+def _check_jsonl(path: Path, dataset: str, keys: tuple[str, ...]) -> None:
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise _bad(path, i, f"not JSON ({e.msg})", dataset) from None
+            missing = [k for k in keys if not isinstance(rec, dict) or k not in rec]
+            if missing:
+                raise _bad(path, i, f"record lacks {', '.join(missing)}", dataset)
+
+
 def _stage_mmlu(src: Path, helm: Path) -> None:
+    for f in sorted(src.glob("*/*.csv")):  # question, A, B, C, D, answer letter; no header
+        _check_csv(f, "mmlu", 6, header=False, last_in="ABCD")
     _link(src, helm / "scenarios/mmlu/data")  # published layout == HELM's: {dev,val,test}/<subject>_<split>.csv
 
 
 def _stage_truthful_qa(src: Path, helm: Path) -> None:
+    _check_csv(src / "TruthfulQA.csv", "truthful_qa", 7, header=True)
     _link(src / "TruthfulQA.csv", helm / "scenarios/truthful_qa/data/TruthfulQA.csv")
 
 
 def _stage_bbq(src: Path, helm: Path) -> None:
     for f in sorted(src.glob("*.jsonl")):  # HELM's file name is the category, no extension
+        _check_jsonl(f, "bbq", ("context", "question", "ans0", "ans1", "ans2", "label", "answer_info"))
         _link(f, helm / "scenarios/bbq/data" / f.stem)
 
 
 def _stage_gsm(src: Path, helm: Path) -> None:
     for split in ("train", "test"):
         if (src / f"{split}.jsonl").is_file():
+            _check_jsonl(src / f"{split}.jsonl", "gsm", ("question", "answer"))
             _link(src / f"{split}.jsonl", helm / f"scenarios/gsm/gsm_data_{split}")
 
 
 def _stage_big_bench(src: Path, helm: Path) -> None:
     for task_json in sorted(src.glob("**/task.json")):
+        try:
+            task = json.loads(task_json.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise _bad(task_json, e.lineno, f"not JSON ({e.msg})", "big_bench") from None
+        has_subtasks = any(p.is_dir() for p in task_json.parent.iterdir())
+        if not isinstance(task, dict) or not ("examples" in task or has_subtasks):
+            raise _bad(task_json, 1, "a BIG-bench task.json needs 'examples' (or subtask folders beside it)", "big_bench")
         _link(task_json, helm / "scenarios/big_bench" / task_json.relative_to(src))
 
 

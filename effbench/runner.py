@@ -158,8 +158,10 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         not_run: dict[str, str] = {}  # run (or entry) name -> why it cannot run
         entries = []
         for entry, n in suite.entries():
+            fn, args = parse_entry(entry)
+            if opts.run_filter and not _may_match(opts.run_filter, entry, fn):
+                continue
             if opts.data_dir is not None:
-                fn, args = parse_entry(entry)
                 reason = _data_problem(entry, fn, args, helm_dir, staged, opts.missing_data)
                 if reason is not None:  # the run spec itself would need the data (BIG-bench)
                     not_run[entry] = reason
@@ -249,6 +251,13 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     tmp.write_text(json.dumps(out, indent=2))
     os.replace(tmp, path)
     return RunOutcome(out, path, phases)
+
+
+def _may_match(pattern: str, entry: str, fn: str) -> bool:
+    """Whether an entry can yield a run matching --runs: by its text, or by its run spec function
+    (HELM's run names start with it), so the data of filtered-out entries is not asked for."""
+    head = pattern.split(":", 1)[0].split(",", 1)[0]
+    return fnmatch.fnmatch(entry, pattern) or fnmatch.fnmatch(fn, head)
 
 
 def _data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged: list[str], policy: str) -> str | None:

@@ -53,12 +53,15 @@ class Manifest(BaseModel):
         return v
 
 
-def _pydantic_one_line(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
+def validation_line(path: Path, err: ValidationError) -> str:
+    """A pydantic error as one line naming file and field; an unknown key is reported first
+    (a misspelt key usually also leaves a required one missing)."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
-        return f"{path}: field '{field}': unknown key (allowed: see README 'Submission format')"
+        return f"{path}: field '{field}': unknown key"
     if kind == "missing":
         return f"{path}: field '{field}': required but missing"
     return f"{path}: field '{field}': {first['msg']} (got {first.get('input')!r})"
@@ -77,7 +80,7 @@ def read_manifest(folder: Path) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as e:
-        raise EffbenchError(_pydantic_one_line(path, e)) from None
+        raise EffbenchError(validation_line(path, e)) from None
 
 
 def safetensors_header(path: Path, field: str) -> dict[str, list[int]]:

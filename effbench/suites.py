@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from effbench.contracts import EffbenchError
+from effbench.submission import validation_line
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -66,6 +67,28 @@ class Suite(BaseModel):
         return ScenarioColumns(metrics=[main_metric]) if main_metric else None
 
 
+# What HELM makes of an entry before it runs, for sizing a suite without loading its data:
+# run expanders that turn one entry into several runs, and requests per instance under augmentation.
+RUNS_PER_ENTRY = {"max_train_instances=big_bench_few_shot_setting": 4}  # 0, 1, 2, 3 in-context examples
+REQUESTS_PER_INSTANCE = {"data_augmentation=canonical": 5}  # original + mild_mix + dialect, gender, person name
+
+
+def suite_size(suite: Suite) -> tuple[int, int | None, int | None]:
+    """(runs, instances, most requests) of a suite; None where an entry has no instance limit."""
+    runs, instances, requests = 0, 0, 0
+    for r in suite.runs:
+        k = next((v for key, v in RUNS_PER_ENTRY.items() if key in r.entry), 1)
+        m = next((v for key, v in REQUESTS_PER_INSTANCE.items() if key in r.entry), 1)
+        n = r.max_eval_instances or suite.max_eval_instances
+        runs += k
+        if n is None or instances is None:
+            instances = requests = None
+            continue
+        instances += n
+        requests += n * k * m
+    return runs, instances, requests
+
+
 def available_suites() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SUITES_DIR.glob("*.toml"))}
 
@@ -85,6 +108,4 @@ def load_suite(name_or_path: str) -> Suite:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise EffbenchError(f"{path}: not valid TOML: {e}") from None
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise EffbenchError(f"{path}: field '{field}': {err['msg']}") from None
+        raise EffbenchError(validation_line(path, e)) from None
