@@ -149,6 +149,27 @@ def _stage_cnndm(src: Path, helm: Path) -> None:
         pickle.dump(splits, f)
 
 
+ETHICS_SUBSETS = ("justice", "commonsense", "virtue", "deontology", "utilitarianism")
+
+
+def _stage_samsum(src: Path, helm: Path) -> None:
+    _link(src, helm / "scenarios/sam_sum/data")  # {train,val,test}.json, read by effbench.helm_plugins
+
+
+def _stage_corr2cause(src: Path, helm: Path) -> None:
+    _link(src, helm / "scenarios/corr2cause/data")  # {train,dev,test}.csv
+
+
+def _stage_ethics(src: Path, helm: Path) -> None:
+    for subset in ETHICS_SUBSETS:  # the extracted release: <subset>/<prefix>_{train,test,test_hard}.csv
+        if (src / subset).is_dir():
+            _link(src, helm / f"scenarios/ethics_{subset}/data")
+
+
+def _stage_math(src: Path, helm: Path) -> None:
+    _link(src, helm / "scenarios/MATH/data/MATH")  # the MATH release: {train,test}/<subject>/<n>.json
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
@@ -166,6 +187,10 @@ DATASETS: dict[str, Dataset] = {
         Dataset("gsm", ("gsm8k", "gsm"), _stage_gsm, "github.com/openai/grade-school-math (grade_school_math/data/{train,test}.jsonl)"),
         Dataset("big_bench", ("bigbench", "big_bench"), _stage_big_bench, "github.com/google/BIG-bench (bigbench/benchmark_tasks/<task>[/<subtask>]/task.json)"),
         Dataset("cnndm", ("cnndm_frank", "cnn_dailymail"), _stage_cnndm, "CNN/DailyMail ({train,validation,test}.csv: article, highlights) or FRANK's articles JSON"),
+        Dataset("sam_sum", ("samsum", "sam_sum"), _stage_samsum, "the SAMSum corpus (arXiv 1911.12237: {train,val,test}.json)"),
+        Dataset("corr2cause", ("corr2cause",), _stage_corr2cause, "github.com/causalNLP/corr2cause ({train,dev,test}.csv)"),
+        Dataset("ethics", ("ethics",), _stage_ethics, "github.com/hendrycks/ethics (ethics.tar: <subset>/<prefix>_{train,test}.csv)"),
+        Dataset("math", ("MATH", "math"), _stage_math, "github.com/hendrycks/math (MATH.tar: {train,test}/<subject>/<n>.json)"),
     )
 }
 
@@ -201,6 +226,18 @@ def _required(class_name: str, args: dict) -> tuple[str, list[str]] | None:
         return "big_bench", ["scenarios/big_bench/" + "/".join(parts) + "/task.json"]
     if cls == "SummarizationScenario" and args.get("dataset_name") == "cnn-dm":
         return "cnndm", ["scenarios/summarization/data/cnndm.pk"]
+    if cls == "SamSumScenario":
+        return "sam_sum", [f"scenarios/sam_sum/data/{split}.json" for split in ("train", "val", "test")]
+    if cls == "Corr2CauseScenario":
+        return "corr2cause", [f"scenarios/corr2cause/data/{split}.csv" for split in ("train", "dev", "test")]
+    if cls.startswith("Ethics") and cls.endswith("Scenario"):
+        from effbench.helm_plugins import ethics
+
+        sc = getattr(ethics, cls)
+        base = f"scenarios/{sc.name}/data/{sc.subset}/{sc.prefix}"
+        return "ethics", [f"{base}_train.csv", f"{base}_{args.get('test_set', 'test')}.csv"]
+    if cls in ("MATHScenario", "OfflineMATHScenario"):
+        return "math", ["scenarios/MATH/data/MATH/test", "scenarios/MATH/data/MATH/train"]
     return None
 
 

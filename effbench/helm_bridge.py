@@ -43,7 +43,9 @@ from helm.common.request import GeneratedOutput, Request, RequestResult, Token
 from helm.common.tokenization_request import TokenizationRequest
 from helm.benchmark.window_services.tokenizer_service import TokenizerService
 
+import effbench.helm_plugins  # noqa: F401  registers the closed suite's scenarios with HELM
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Origin
+from effbench.helm_plugins import offline_scenario_spec
 
 _registered: set[str] = set()
 
@@ -229,11 +231,16 @@ def stage_perturbation_resources(data_dir: Path, helm_dir: Path) -> None:
 
 def adapt_offline(spec: RunSpec, helm_dir: Path) -> tuple[RunSpec, list[str]]:
     """The run spec as it can run with no network, and what had to change (recorded in results.json):
+    - HELM's MATH scenario, which loads from the Hugging Face hub, reads the local MATH release;
     - perturbations whose resource file HELM would download are dropped (canonical augmentation's
       dialect and person-name fairness perturbations), so fairness is the worst case over the rest;
     - HELM's SummarizationMetric needs spaCy's en_core_web_sm and summ_eval, which no package index
       serves offline: it is replaced by HELM's reference ROUGE metrics (the same rouge_2 function)."""
     notes: list[str] = []
+    local = offline_scenario_spec(spec.scenario_spec)  # HELM's MATH reads the hub: read local files
+    if local is not spec.scenario_spec:
+        spec = replace(spec, scenario_spec=local)
+        notes.append(f"scenario {local.class_name} reads the local release instead of the Hugging Face hub")
     aug = spec.data_augmenter_spec
     keep = []
     for p in aug.perturbation_specs:

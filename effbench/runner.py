@@ -113,18 +113,75 @@ def environment(backend) -> dict:
     return env
 
 
+@dataclass
+class SuitePlan:
+    """Every run of a suite after HELM's planning: what will run, what cannot and why."""
+
+    specs: list  # (entry, RunSpec) after the run filter
+    plans: list  # helm_bridge.RunPlan of each runnable run
+    not_run: dict[str, str]  # run (or entry) name -> why it cannot run
+    notes: dict[str, list[str]]  # run name -> what offline mode changed
+    staged: list[str]  # datasets linked from --data-dir
+
+    def requests(self, suite_name: str) -> list[GenerationRequest]:
+        from effbench.helm_bridge import to_generation_request
+
+        return [to_generation_request(st, suite_name, p.name, i) for p in self.plans for i, st in enumerate(p.request_states)]
+
+
+def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, progress: Progress) -> SuitePlan:
+    """Everything HELM does before the first request, and every data check, with no model
+    loaded: a missing file costs seconds, not a model load."""
+    from effbench.helm_bridge import adapt_offline, helm_model_name, parse_entry, register_model, stage_perturbation_resources
+
+    helm_dir = session.helm_dir
+    staged: list[str] = []
+    if opts.data_dir is not None:
+        from effbench.data import stage
+
+        staged = stage(opts.data_dir, helm_dir)
+        stage_perturbation_resources(opts.data_dir, helm_dir)
+    helm_name = helm_model_name(submission.name)
+    register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length)
+
+    not_run: dict[str, str] = {}
+    entries = []
+    for entry, n in suite.entries():
+        fn, args = parse_entry(entry)
+        if opts.run_filter and not _may_match(opts.run_filter, entry, fn):
+            continue
+        reason = _data_problem(entry, fn, args, helm_dir, staged, opts) if opts.data_dir else None
+        if reason is not None:  # the run spec itself would need the data (BIG-bench)
+            not_run[entry] = reason
+            continue
+        entries.append((entry, n))
+    specs = session.run_specs(entries, helm_name, suite.max_eval_instances, opts.max_eval_instances)
+    if opts.run_filter:
+        match = lambda name, entry: fnmatch.fnmatch(name, opts.run_filter) or fnmatch.fnmatch(entry, opts.run_filter)  # noqa: E731
+        specs = [(e, s) for e, s in specs if match(s.name, e)]
+        not_run = {k: v for k, v in not_run.items() if match(k, k)}
+        if not specs and not not_run:
+            raise EffbenchError(f"--runs: pattern {opts.run_filter!r} matches no run of suite {suite.name}")
+
+    notes: dict[str, list[str]] = {}
+    runnable = []
+    for entry, spec in specs:
+        if opts.data_dir is not None:
+            spec, notes[spec.name] = adapt_offline(spec, helm_dir)
+            sc = spec.scenario_spec
+            reason = _data_problem(spec.name, sc.class_name, sc.args, helm_dir, staged, opts)
+            if reason is not None:
+                not_run[spec.name] = reason
+                continue
+        runnable.append((entry, spec))
+    for line in not_run.values():
+        progress.on_warning(f"not run: {line}")
+    plans = [session.plan_run(entry, spec) for entry, spec in runnable]
+    return SuitePlan(specs, plans, not_run, notes, staged)
+
+
 def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: Progress | None = None) -> RunOutcome:
-    from effbench.helm_bridge import (
-        HelmSession,
-        adapt_offline,
-        parse_entry,
-        ensure_nltk_punkt_tab,
-        fill,
-        helm_model_name,
-        register_model,
-        stage_perturbation_resources,
-        to_generation_request,
-    )
+    from effbench.helm_bridge import HelmSession, ensure_nltk_punkt_tab, fill
     from effbench.merge import default_cache_dir
 
     progress = progress or Progress()
@@ -138,61 +195,15 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         return phases[-1]
 
     opts.out.mkdir(parents=True, exist_ok=True)
-    helm_dir = opts.out / "helm"
     ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
     sampler = MemorySampler()
     with sampler:
-        # Plan: everything HELM does before the first request, and every data check, before any
-        # model is loaded: a missing file costs seconds, not a model load.
         phase("plan")
         submission = submission.fetch_hub_base()
-        session = HelmSession(helm_dir, suite.name, parallelism=opts.parallelism)
-        staged = []
-        if opts.data_dir is not None:
-            from effbench.data import stage
-
-            staged = stage(opts.data_dir, helm_dir)
-            stage_perturbation_resources(opts.data_dir, helm_dir)
-        helm_name = helm_model_name(submission.name)
-        register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length)
-        not_run: dict[str, str] = {}  # run (or entry) name -> why it cannot run
-        entries = []
-        for entry, n in suite.entries():
-            fn, args = parse_entry(entry)
-            if opts.run_filter and not _may_match(opts.run_filter, entry, fn):
-                continue
-            if opts.data_dir is not None:
-                reason = _data_problem(entry, fn, args, helm_dir, staged, opts.missing_data)
-                if reason is not None:  # the run spec itself would need the data (BIG-bench)
-                    not_run[entry] = reason
-                    continue
-            entries.append((entry, n))
-        specs = session.run_specs(entries, helm_name, suite.max_eval_instances, opts.max_eval_instances)
-        if opts.run_filter:
-            match = lambda name, entry: fnmatch.fnmatch(name, opts.run_filter) or fnmatch.fnmatch(entry, opts.run_filter)  # noqa: E731
-            specs = [(e, s) for e, s in specs if match(s.name, e)]
-            not_run = {k: v for k, v in not_run.items() if match(k, k)}
-            if not specs and not not_run:
-                raise EffbenchError(f"--runs: pattern {opts.run_filter!r} matches no run of suite {suite.name}")
-        for line in not_run.values():
-            progress.on_warning(f"not run: {line}")
-        notes: dict[str, list[str]] = {}
-        runnable = []
-        for entry, spec in specs:
-            if opts.data_dir is not None:
-                spec, notes[spec.name] = adapt_offline(spec, helm_dir)
-                args = spec.scenario_spec.args
-                reason = _data_problem(spec.name, spec.scenario_spec.class_name, args, helm_dir, staged, opts.missing_data)
-                if reason is not None:
-                    not_run[spec.name] = reason
-                    progress.on_warning(f"not run: {reason}")
-                    continue
-            runnable.append((entry, spec))
-        plans = [session.plan_run(entry, spec) for entry, spec in runnable]
-        requests: list[GenerationRequest] = []
-        for plan in plans:
-            requests += [to_generation_request(st, suite.name, plan.name, i) for i, st in enumerate(plan.request_states)]
-        progress.on_plan({p.name: len(p.request_states) for p in plans})
+        session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
+        plan = plan_suite(submission, suite, opts, session, progress)
+        requests = plan.requests(suite.name)
+        progress.on_plan({p.name: len(p.request_states) for p in plan.plans})
 
         phase("load")
         backend = make_backend(submission, cache_dir=opts.cache_dir)
@@ -206,13 +217,12 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
 
         phase("score")
         runs = []
-        for plan in plans:
-            res = [results[f"{plan.name}#{i}"] for i in range(len(plan.request_states))]
-            stats, run_path = session.score_run(plan, [fill(st, r) for st, r in zip(plan.request_states, res)])
-            runs.append(_run_record(plan, suite, res, stats, run_path, sampler, opts.out, notes.get(plan.name, [])))
-        not_run_entry = {spec.name: entry for entry, spec in specs} | {e: e for e, _ in suite.entries()}
-        for name, reason in not_run.items():
-            runs.append(_not_run_record(name, not_run_entry[name], suite, reason))
+        for p in plan.plans:
+            res = [results[f"{p.name}#{i}"] for i in range(len(p.request_states))]
+            stats, run_path = session.score_run(p, [fill(st, r) for st, r in zip(p.request_states, res)])
+            runs.append(_run_record(p, suite, res, stats, run_path, sampler, opts.out, plan.notes.get(p.name, [])))
+        entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
+        runs += [_not_run_record(name, entry_of[name], suite, why) for name, why in plan.not_run.items()]
         order = {entry: i for i, (entry, _) in enumerate(suite.entries())}
         runs.sort(key=lambda r: order[r["entry"]])
         phases[-1].end = time.time()
@@ -242,8 +252,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "memory_source": sampler.source,
         "environment": environment(backend),
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
-        "datasets_staged": staged,
-        "helm_output": str(helm_dir),
+        "datasets_staged": plan.staged,
+        "helm_output": str(opts.out / "helm"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = opts.out / "results.json"
@@ -260,7 +270,7 @@ def _may_match(pattern: str, entry: str, fn: str) -> bool:
     return fnmatch.fnmatch(entry, pattern) or fnmatch.fnmatch(fn, head)
 
 
-def _data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged: list[str], policy: str) -> str | None:
+def _data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged: list[str], opts: RunOptions) -> str | None:
     """Why a run cannot run on the local data, or None. A dataset that is absent altogether
     stops the run (policy "auto"); one that is present but incomplete (BBQ with 6 of its 11
     categories) only costs its runs, which are recorded as not run."""
@@ -269,6 +279,7 @@ def _data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged
     miss = missing_inputs(class_name, args, helm_dir)
     if miss is None:
         return None
+    policy = opts.missing_data
     if policy == "stop" or (policy == "auto" and miss.dataset not in staged):
         raise EffbenchError(miss.line(name))
     return miss.line(name)

@@ -149,3 +149,46 @@ def test_suite_file_errors_name_the_field(tmp_path):
     bad.write_text('name = "x"\nbudget_minutes = 5\n[scenarios.a]\nmetrics = ["m"]\nlower_is_better = ["z"]\n[[runs]]\nentry = "gsm"\n')
     with pytest.raises(EffbenchError, match="lower_is_better"):
         load_suite(str(bad))
+
+
+MATH_TYPES = {"algebra": "Algebra", "counting_and_probability": "Counting & Probability", "geometry": "Geometry",
+              "intermediate_algebra": "Intermediate Algebra", "number_theory": "Number Theory",
+              "prealgebra": "Prealgebra", "precalculus": "Precalculus"}
+
+
+def write_math_all_subjects(root: Path) -> None:
+    """A tiny MATH release: every subject, levels 1 and 5, train and test."""
+    for split in ("train", "test"):
+        for folder, kind in MATH_TYPES.items():
+            for n, level in enumerate((1, 5, 1, 5, 1, 5, 1, 5, 1, 5)):
+                p = root / split / folder / f"{n}.json"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(json.dumps({"problem": f"{kind} {split} problem {n}: what is {n} + 1?",
+                                         "level": f"Level {level}", "type": kind,
+                                         "solution": f"It is $\\boxed{{{n + 1}}}$."}))
+
+
+@pytest.mark.slow
+def test_closed_suite_end_to_end_on_published_formats(demo_submission, cache_dir, shared_data, tmp_path):
+    from test_helm_plugins import write_corr2cause, write_ethics, write_samsum
+
+    data = tmp_path / "data"
+    write_samsum(data / "samsum")
+    write_corr2cause(data / "corr2cause")
+    write_ethics(data / "ethics")
+    write_math_all_subjects(data / "MATH")
+    (data / "cnndm_frank").symlink_to(shared_data / "cnndm_frank")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(demo_submission), "--suite", "neurips2023-closed", "--max-eval-instances", "2",
+                              "--data-dir", str(data), "--out", str(out), "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["runs"]) == 22
+    assert {r["scenario"] for r in results["runs"]} == {"sam_sum", "corr2cause", "ethics", "math", "summarization_cnndm"}
+    for r in results["runs"]:
+        assert r["status"] == "finished" and r["requests"] > 0 and r["errors"] == 0, r["name"]
+        assert r["score"] is not None and r["main_metric"] in r["metrics"], r["name"]
+        assert json.loads((out / r["helm_run_dir"] / "stats.json").read_text())
+    math = [r for r in results["runs"] if r["scenario"] == "math"]
+    assert all(any("reads the local release" in n for n in r["notes"]) for r in math)
+    assert set(results["datasets_staged"]) >= {"sam_sum", "corr2cause", "ethics", "math", "cnndm"}

@@ -32,7 +32,7 @@ def row_error(path: Path, line: int, problem: str) -> EffbenchError:
 def read_csv(path: Path, header: Sequence[str] | None) -> Iterator[tuple[int, list[str] | dict[str, str]]]:
     """Rows of a CSV file with the line number each starts on. With `header`, the file's first row
     must hold (at least) these columns and rows come as dicts; without, rows come as lists."""
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # a BOM is not part of the header
         reader = csv.reader(f)
         columns: list[str] | None = None
         start = 1

@@ -205,7 +205,7 @@ def _register(cls: type[EthicsScenario]) -> None:
             groups=[cls.name],
         )
 
-    spec.__name__ = f"get_{cls.name}_spec"
+    spec.__name__ = spec.__qualname__ = f"get_{cls.name}_spec"
     run_spec_function(cls.name)(spec)
 
 
