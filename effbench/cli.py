@@ -64,41 +64,73 @@ def demo(
     console.print(f"demo submission written to [bold]{path}[/]; next: effbench run {path}")
 
 
+def _minutes(text: str | None) -> float | None:
+    """'300m', '90s', '2h' or a bare number of minutes; 'none' for no deadline."""
+    if text is None:
+        return None
+    t = text.strip().lower()
+    if t in ("none", "off", "0"):
+        return 0.0
+    scale = {"s": 1 / 60, "m": 1.0, "h": 60.0}.get(t[-1:], None)
+    try:
+        return float(t[:-1]) * scale if scale is not None else float(t)
+    except ValueError:
+        raise EffbenchError(f"--budget: {text!r} is not a duration (e.g. 300m, 90s, 2h, none)") from None
+
+
 @app.command()
 def run(
-    submission: Annotated[Path, typer.Argument(help="Submission folder (with effbench.toml).")],
+    submission: Annotated[Optional[Path], typer.Argument(help="Submission folder (with effbench.toml); not needed with --resume.")] = None,
     suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file.")] = "default",
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>.")] = None,
-    max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Instances per run (overrides the suite's).")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
+    order: Annotated[str, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
+    semantics: Annotated[str, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its journal (same options as it was started with).")] = None,
+    max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run (quick versions of a suite).")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets in their published formats (e.g. ../shared/data); implies offline: nothing is downloaded.")] = None,
     missing_data: Annotated[str, typer.Option(help="With --data-dir, a run whose data is missing: 'auto' stops when a dataset is absent altogether and records runs of an incomplete one as not run (score 0); 'skip' records all as not run; 'stop' stops on any.")] = "auto",
     track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process (starts faster; a hung backend can then not be stopped at the deadline).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")] = False,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model code. Only for trusted submissions.")] = False,
 ) -> None:
-    """Evaluate SUBMISSION on a suite: HELM builds prompts and metrics, effbench batches the
-    requests through the submission's backend. Writes results.json and HELM run folders."""
+    """Evaluate SUBMISSION on a suite under a time budget: HELM builds prompts and metrics, effbench
+    batches the requests through the submission's backend (in a worker process it can stop at the
+    deadline), journals every result, and writes results.json and HELM run folders."""
     from effbench.live import LiveView
-    from effbench.runner import RunOptions, run_suite
+    from effbench.runner import RunOptions, load_run_config, run_suite, save_run_config
     from effbench.submission import Submission
     from effbench.suites import load_suite
 
     try:
+        if resume is not None:
+            config = load_run_config(resume)
+            submission, suite = Path(config["submission"]), config["suite"]
+            allow_pickle, trust_remote_code = config["allow_pickle"], config["trust_remote_code"]
+            opts = RunOptions.from_json({**config["options"], "resume": True})
+        elif submission is None:
+            raise EffbenchError("run: give a SUBMISSION folder, or --resume OUT to continue a run")
         sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         suite_obj = load_suite(suite)
-        out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}"
-        if missing_data not in ("auto", "skip", "stop"):
-            raise EffbenchError(f"--missing-data: {missing_data!r} is not one of auto, skip, stop")
-        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
-                          data_dir=data_dir, missing_data=missing_data, track=track)
+        if resume is None:
+            for name, value, allowed in (("--missing-data", missing_data, ("auto", "skip", "stop")),
+                                         ("--order", order, ("effbench", "helm")), ("--semantics", semantics, ("item", "helm"))):
+                if value not in allowed:
+                    raise EffbenchError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+            out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}"
+            opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
+                              data_dir=data_dir, missing_data=missing_data, track=track, budget_minutes=_minutes(budget),
+                              order=order, semantics=semantics, in_process=in_process)
+            save_run_config(opts, sub, suite, allow_pickle, trust_remote_code)
         with LiveView(console, suite_obj) as view:
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:
         _fail(e)
     view.summary(outcome.results, out_console)
-    console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{suite_obj.name}/")
+    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{suite_obj.name}/")
 
 
 @app.command()

@@ -6,7 +6,10 @@ does it with word n-gram overlap, as GPT-3 (13-grams) and PaLM / Llama 2 (overla
 
 Eval side (small: ~2000 items). The eval instances of each run of the suite, exactly those
 `effbench run` evaluates with the same options (effbench.helm_bridge.suite_eval_instances: HELM
-steps 1-2, no model). An item's n-grams come from:
+steps 1-2, no model; HELM works in a temporary folder where --data-dir's datasets are linked).
+With --data-dir, a run whose data files are missing is listed as not checked, with the files.
+An item found in several runs (BIG-bench's 0-3 shot runs) is indexed once, reported per run.
+An item's n-grams come from:
   - its input text (the question, the passage, the rules: what HELM puts in the prompt);
   - each correct reference of at least n words (a reference summary, a long answer), as a
     separate segment: an n-gram never spans input and answer. Shorter references (a choice, a
@@ -46,16 +49,18 @@ Training side: streamed, never loaded whole. By extension:
 Files are read as UTF-8 (invalid bytes replaced). NUL and \\x01 characters count as spaces.
 
 Matching: the eval n-grams go into a dict keyed by a 64-bit hash (Python's str hash of each word,
-combined as a polynomial mod 2^64) plus a bitmap prefilter (>= 1024 bits per n-gram). Training
-text is processed in batches of ~1 MB: one tokenising pass over the whole batch (the regex; for
-ASCII text str.translate + split, 3x faster, same words), one str hash per word, then numpy
-computes the window hashes of every length needed (n, and the lengths of short items) and keeps
-the windows whose hash is in the bitmap and that stay inside one example; only those few go back
-to Python, where the words are compared exactly (a hash collision never flags anything). Memory:
+combined as a polynomial mod 2^64) plus, per n-gram length, a bitmap prefilter (>= 1024 bits an
+n-gram: < 0.1% of windows pass by chance). Training text is processed in batches of ~1 MB: one
+tokenising pass over the whole batch (the regex; for ASCII text str.translate + split, 3x faster,
+same words), one str hash per word, then numpy computes the window hashes of every length needed
+(n, and the lengths of short items) and keeps the windows whose hash is in the bitmap and that
+stay inside one example; only those few go back to Python, where the words are compared exactly
+(a hash collision never flags anything). Memory:
 one batch plus the eval side, whatever the file size. For every eval n-gram the scan keeps the
 first training line holding it, the word position there and the number of occurrences; an item's
-reported training line is the one holding most of its found n-grams. Speed: ~70k examples/s
-(60 words each) on one CPU core against ~2000 items (bench/test_contamination_speed.py).
+reported training line is the one holding most of its found n-grams. Speed, one CPU core,
+60-word examples: ~70k examples/s against 2000 items (bench/test_contamination_speed.py), ~65k
+against neurips2023-open's 4209 (12 n-gram lengths).
 A batch is flushed at an example boundary, or inside a .txt paragraph once it reaches 8 MB: only
 n-grams across that one line break are missed.
 """
@@ -68,7 +73,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -87,7 +92,6 @@ _TOKEN = re.compile(r"[^\W_]+|[\x00\x01]")
 # ASCII text: the same words as _TOKEN, 3x faster: every other character -> space, then split().
 _ASCII_SPACES = str.maketrans({chr(i): " " for i in range(128) if not chr(i).isalnum() and chr(i) not in (_HARD, _SOFT)})
 _P = np.uint64(0x100000001B3)  # odd multiplier of the polynomial window hash
-_M64 = (1 << 64) - 1
 _BATCH_CHARS = 1 << 20  # flush at the next example boundary after this many characters
 _MAX_BATCH_CHARS = 1 << 23  # flush anyway (a .txt paragraph this long is cut)
 _KEEP_TEXT = 1 << 16  # characters kept of a training example that matched, for the report
@@ -112,12 +116,14 @@ def _word_hashes(ws: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(hash, ws), dtype=np.int64, count=len(ws)).view(np.uint64)
 
 
-def _gram_hash(gram: Sequence[str]) -> int:
-    """The window hash the numpy scan computes for these words: sum w_j * P^(k-1-j) mod 2^64."""
-    h = 0
-    p = int(_P)
-    for x in _word_hashes(gram).tolist():
-        h = (h * p + x) & _M64
+def _windows(wh: np.ndarray, k: int) -> np.ndarray:
+    """Hashes of every k-word window of the word hashes `wh`: sum w_(i+j) * P^(k-1-j) mod 2^64
+    (numpy's uint64 arithmetic wraps), the same values the training scan computes."""
+    h = wh.copy()
+    for j in range(1, k):
+        h = h[:-1]
+        h *= _P
+        h += wh[j:]
     return h
 
 
@@ -167,27 +173,41 @@ class GramIndex:
         self.item_grams: list[list[int]] = []
         self.item_words: list[int] = []
         ids: dict[tuple[str, ...], int] = {}
+        self.by_hash: dict[int, list[int]] = {}
+        hashes: dict[int, list[int]] = {}  # n-gram length -> hashes
+        seen: dict[tuple[str, tuple[str, ...]], int] = {}  # the same item in several runs (BIG-bench's 0-3 shots)
         for item in self.items:
+            same = seen.setdefault((item.text, item.answers), len(self.item_grams))
+            if same != len(self.item_grams):
+                self.item_words.append(self.item_words[same])
+                self.item_grams.append(self.item_grams[same])
+                continue
             segs = item_segments(item, n)
             self.item_words.append(sum(map(len, segs)))
             gids = []
             for seg in segs:
-                for g in ngrams(seg, n):
+                k = min(n, len(seg))
+                hs = _windows(_word_hashes(seg), k).tolist()  # the scan's hashes, one numpy pass
+                for i, h in enumerate(hs):
+                    g = tuple(seg[i : i + k])
                     gid = ids.get(g)
                     if gid is None:
                         gid = ids[g] = len(self.grams)
                         self.grams.append(g)
+                        self.by_hash.setdefault(h, []).append(gid)
+                        hashes.setdefault(k, []).append(h)
                     gids.append(gid)
             self.item_grams.append(list(dict.fromkeys(gids)))
-        self.by_hash: dict[int, list[int]] = {}
-        for gid, g in enumerate(self.grams):
-            self.by_hash.setdefault(_gram_hash(g), []).append(gid)
-        self.lengths = sorted({len(g) for g in self.grams})
-        bits = 1 << max(20, min(26, (1024 * len(self.grams)).bit_length()))  # <0.1% false candidates
-        self.mask = np.uint64(bits - 1)
-        self.bitmap = np.zeros(bits, dtype=bool)
-        if self.grams:
-            self.bitmap[np.fromiter(self.by_hash, dtype=np.uint64, count=len(self.by_hash)) & self.mask] = True
+        self.lengths = sorted(hashes)
+        # per length a bitmap of >= 1024 bits per n-gram (< 0.1% of windows pass by chance), so
+        # the few short items' lengths get small, cache-friendly tables
+        self.bitmaps: dict[int, tuple[np.uint64, np.ndarray]] = {}
+        for k, hk in hashes.items():
+            bits = 1 << max(16, min(26, (1024 * len(hk)).bit_length()))
+            mask = np.uint64(bits - 1)
+            bitmap = np.zeros(bits, dtype=bool)
+            bitmap[np.array(hk, dtype=np.uint64) & mask] = True
+            self.bitmaps[k] = (mask, bitmap)
         # scan results, per n-gram
         self.first_line = [-1] * len(self.grams)
         self.first_word = [0] * len(self.grams)
@@ -256,7 +276,8 @@ class GramIndex:
                 h *= _P
                 h += wc[k:]
                 k += 1
-            cand = np.flatnonzero(self.bitmap[h & self.mask])
+            mask, bitmap = self.bitmaps[k]
+            cand = np.flatnonzero(bitmap[h & mask])
             if not len(cand):
                 continue
             cand = cand[bounds[np.searchsorted(bounds, cand)] - cand >= k]  # inside one example
@@ -423,6 +444,7 @@ class RunContamination:
     flagged: int  # items with overlap >= threshold
     max_overlap: float
     overlaps: list[ItemOverlap] = field(default_factory=list)  # every touched item, worst first
+    missing: str | None = None  # not checked: its data files are missing (--data-dir)
 
 
 @dataclass
@@ -524,17 +546,24 @@ def check(train_file: Path, runs: Sequence, n: int = DEFAULT_N, threshold: float
     fmt = training_format(train_file, field_name)
     items: list[EvalItem] = []
     names = []
-    for run, scenario, instances in runs:
+    missing = {}
+    for r in runs:
+        run, scenario, instances = r
         names.append((run, scenario))
         items += eval_items(run, instances)
+        if getattr(r, "missing", None):
+            missing[run] = r.missing
     t0 = time.perf_counter()
     index = GramIndex(items, n)
     index.scan(read_training(train_file, field_name))
     seconds = time.perf_counter() - t0
+    scored = score(index, names, threshold)
+    for rc in scored:
+        rc.missing = missing.get(rc.run)
     return ContaminationReport(
         train_file=str(train_file), format=fmt, field=field_name, n=n, threshold=threshold,
         examples=index.examples, words=index.words_scanned, eval_items=len(items), eval_grams=len(index.grams),
-        seconds=round(seconds, 4), runs=score(index, names, threshold),
+        seconds=round(seconds, 4), runs=[r for r in scored if not r.missing] + [r for r in scored if r.missing],
     )
 
 
@@ -560,7 +589,9 @@ def check_suite(train_file: Path, suite: str, data_dir: Path | None = None, max_
             from effbench.data import stage
 
             stage(data_dir, helm_dir)
-        runs = suite_eval_instances(suite_obj, helm_dir, max_eval_instances, run_filter)
+        runs = suite_eval_instances(suite_obj, helm_dir, max_eval_instances, run_filter, offline=data_dir is not None)
+        # the temporary folder goes away: name missing files by their path inside HELM's folder
+        runs = [replace(r, missing=r.missing.replace(f"{helm_dir}/", "")) if getattr(r, "missing", None) else r for r in runs]
     report = check(train_file, runs, n, threshold, field_name)
     report.suite = suite_obj.name
     return report
@@ -574,14 +605,26 @@ def print_report(report: ContaminationReport, console, examples: int = 3) -> Non
     table = Table("run", "scenario", "items", "no words", "touched", "flagged", "max overlap",
                   title=f"eval items in {escape(report.train_file)} ({report.n}-grams, flagged at overlap >= {report.threshold:g})")
     for r in report.runs:
+        if r.missing:
+            table.add_row(escape(r.run), escape(r.scenario), "-", "-", "-", "-", "-", style="dim")
+            continue
         style = "bold red" if r.flagged else None
         table.add_row(escape(r.run), escape(r.scenario), str(r.items), str(r.unscored), str(r.touched),
                       str(r.flagged), f"{r.max_overlap:.2f}", style=style)
     console.print(table)
     for r in report.runs:
-        shown = [o for o in r.overlaps if o.flagged][:examples]
-        if not shown:
+        if r.missing:
+            console.print(f"[yellow]not checked:[/] {escape(r.missing)}", highlight=False)
+    first_with: dict[tuple, str] = {}  # flagged items -> the first run listing them
+    for r in report.runs:
+        flagged = [o for o in r.overlaps if o.flagged]
+        if not flagged:
             continue
+        same = first_with.setdefault(tuple((o.id, o.text, o.overlap) for o in flagged), r.run)
+        if same != r.run:  # BIG-bench's 0-3 shot runs share their items
+            console.print(f"[bold]{escape(r.run)}[/]: {r.flagged} flagged, the same as {escape(same)}")
+            continue
+        shown = flagged[:examples]
         console.print(f"[bold]{escape(r.run)}[/]: {r.flagged} flagged" + (f", showing {len(shown)}" if r.flagged > len(shown) else ""))
         for o in shown:
             ans = {True: "; answer in it too", False: "; answer not in it", None: ""}[o.answer_in_example]

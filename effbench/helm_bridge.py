@@ -323,6 +323,16 @@ def to_request_result(res: GenerationResult) -> RequestResult:
     )
 
 
+def unanswered_result(request_id: str) -> GenerationResult:
+    """What an unanswered request counts as under item semantics: an empty completion, flagged."""
+    import time
+
+    from effbench.contracts import Timings
+
+    now = time.time()
+    return GenerationResult(request_id, (), 0, 0, Timings(now), error="not answered before the deadline")
+
+
 def fill(state: RequestState, res: GenerationResult) -> RequestState:
     return replace(state, result=to_request_result(res))
 
@@ -353,22 +363,29 @@ class EvalRun:
     scenario: str  # HELM scenario name
     instances: list
     entry: str = ""  # the suite entry it came from
+    missing: str | None = None  # offline: why the run has no instances (its data files are missing)
 
     def __iter__(self):
         return iter((self.run, self.scenario, self.instances))
 
 
-def suite_eval_instances(suite, helm_dir: Path, max_eval_instances: int | None = None, run_filter: str | None = None) -> list[EvalRun]:
+def suite_eval_instances(
+    suite, helm_dir: Path, max_eval_instances: int | None = None, run_filter: str | None = None, offline: bool = False
+) -> list[EvalRun]:
     """HELM's steps 1-2 only for every run of `suite` (an effbench.suites.Suite): create the
     scenario, get its instances, give them ids, downsample the eval splits, keep the eval splits.
     The instances, ids and sample are those `effbench run` evaluates with the same options (the
     same `HelmSession.run_specs`; HELM's downsampling is seeded). No model or tokenizer is loaded:
     a placeholder model is registered (metadata and a deployment, once per process) so that HELM
     can build the RunSpecs. Datasets must already be under `helm_dir` (effbench.data.stage) or
-    be downloadable by HELM. `run_filter`: a glob on run names or entries, as `effbench run --runs`."""
+    be downloadable by HELM. `run_filter`: a glob on run names or entries, as `effbench run --runs`.
+    `offline` (local data staged, as `effbench run --data-dir`): scenarios read as in `adapt_offline`;
+    a run whose data files are missing comes back with no instances and `missing` saying which
+    (effbench.data.missing_inputs); if no run has its data, that is an error."""
     import contextlib
     import fnmatch
     import io
+    import sys
 
     if PLACEHOLDER_MODEL not in _registered:
         register_model_metadata(get_unknown_model_metadata(PLACEHOLDER_MODEL))
@@ -380,19 +397,39 @@ def suite_eval_instances(suite, helm_dir: Path, max_eval_instances: int | None =
             )
         )
         _registered.add(PLACEHOLDER_MODEL)
+    out: list[EvalRun] = []
+    entries = suite.entries()
+    if offline:
+        from effbench.data import missing_inputs
+
+        entries = []
+        for entry, n in suite.entries():  # run specs that read their data when built (BIG-bench)
+            miss = missing_inputs(*parse_entry(entry), helm_dir)
+            if miss is None:
+                entries.append((entry, n))
+            elif not run_filter or fnmatch.fnmatch(entry, run_filter):
+                out.append(EvalRun(entry, entry.split(":", 1)[0], [], entry, miss.line(entry)))
     with contextlib.redirect_stdout(io.StringIO()):  # HELM prints where it looks for credentials
         session = HelmSession(helm_dir, suite.name, parallelism=1)
-    specs = session.run_specs(suite.entries(), PLACEHOLDER_MODEL, suite.max_eval_instances, max_eval_instances)
+    specs = session.run_specs(entries, PLACEHOLDER_MODEL, suite.max_eval_instances, max_eval_instances)
     model_arg = "model=" + PLACEHOLDER_MODEL.replace("/", "_")
-    out: list[EvalRun] = []
     for entry, spec in specs:
         name = spec.name.replace("," + model_arg, "").replace(":" + model_arg, "")
         if run_filter and not (fnmatch.fnmatch(name, run_filter) or fnmatch.fnmatch(entry, run_filter)):
             continue
         splits = spec.adapter_spec.eval_splits or EVAL_SPLITS
+        if offline:
+            from effbench.data import missing_inputs
+
+            spec, _ = adapt_offline(spec, helm_dir)
+            miss = missing_inputs(spec.scenario_spec.class_name, spec.scenario_spec.args, helm_dir)
+            if miss is not None:
+                out.append(EvalRun(name, entry.split(":", 1)[0], [], entry, miss.line(name)))
+                continue
         try:
-            scenario = create_scenario(spec.scenario_spec)
-            instances = scenario.get_instances(get_scenario_cache_path(str(helm_dir), scenario.name))
+            with contextlib.redirect_stdout(sys.stderr):  # HELM's download messages: not the report
+                scenario = create_scenario(spec.scenario_spec)
+                instances = scenario.get_instances(get_scenario_cache_path(str(helm_dir), scenario.name))
         except EffbenchError:
             raise
         except Exception as e:  # a dataset HELM cannot find or fetch
@@ -405,5 +442,7 @@ def suite_eval_instances(suite, helm_dir: Path, max_eval_instances: int | None =
         out.append(EvalRun(name, scenario.name, [i for i in instances if i.split in splits], entry))
     if run_filter and not out:
         raise EffbenchError(f"--runs: pattern {run_filter!r} matches no run of suite {suite.name}")
+    if out and all(r.missing for r in out):
+        raise EffbenchError(f"suite {suite.name}: no run has its data; first: {out[0].missing}")
     return out
 
