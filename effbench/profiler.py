@@ -17,7 +17,7 @@ import psutil
 @dataclass(frozen=True)
 class Sample:
     t: float  # time.time()
-    rss_bytes: int
+    rss_bytes: int  # this process and its children (the backend worker)
     gpu_bytes: int | None  # device memory used (NVML), None without a GPU
 
 
@@ -55,7 +55,13 @@ class MemorySampler:
             import pynvml
 
             gpu = int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
-        s = Sample(time.time(), self._proc.memory_info().rss, gpu)
+        rss = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except psutil.NoSuchProcess:  # exited between listing and reading: it holds nothing now
+                continue
+        s = Sample(time.time(), rss, gpu)
         self.samples.append(s)
         return s
 

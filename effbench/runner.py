@@ -20,7 +20,9 @@ from effbench import __version__
 from effbench.backends import make_backend
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
 from effbench.profiler import MemorySampler
-from effbench.scheduler import Scheduler
+from effbench.journal import JOURNAL_NAME, Journal, plan_digest, read_journal
+from effbench.scheduler import InProcess, Scheduler
+from effbench.worker import BackendWorker
 from effbench.submission import Submission
 from effbench.suites import Suite
 
@@ -47,7 +49,43 @@ class RunOptions:
     data_dir: Path | None = None  # local copies of public datasets (effbench.data); implies offline
     missing_data: str = "auto"  # auto | skip | stop (see _data_problem)
     track: str = "local"  # the hardware track this run stands for (effbench rank groups by it)
+    budget_minutes: float | None = None  # None: the suite's own; 0 or less: no deadline
+    order: str = "effbench"  # effbench | helm (see scheduler)
+    semantics: str = "item"  # item | helm (see _score_runs)
+    in_process: bool = False  # backend in this process: faster start, but no deadline enforcement
+    resume: bool = False  # continue from OUT/journal.jsonl
     parallelism: int = 4
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunOptions":
+        paths = {"out", "cache_dir", "data_dir"}
+        return cls(**{k: (Path(v) if k in paths and v is not None else v) for k, v in d.items()})
+
+
+RUN_CONFIG = "run_config.json"
+
+
+def save_run_config(opts: RunOptions, submission: Submission, suite: str, allow_pickle: bool, trust_remote_code: bool) -> None:
+    """What `--resume` needs to rebuild the same plan: written before the first request."""
+    opts.out.mkdir(parents=True, exist_ok=True)
+    suite_ref = str(Path(suite).resolve()) if suite.endswith(".toml") else suite
+    (opts.out / RUN_CONFIG).write_text(json.dumps({
+        "submission": str(submission.folder), "suite": suite_ref, "allow_pickle": allow_pickle,
+        "trust_remote_code": trust_remote_code, "options": opts.to_json(),
+    }, indent=2))
+
+
+def load_run_config(out: Path) -> dict:
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        raise EffbenchError(f"{path}: missing; --resume needs the folder of a run started by effbench run")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EffbenchError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
 @dataclass
@@ -90,7 +128,7 @@ def _main_metric(stats) -> tuple[str | None, float | None]:
     return None, None
 
 
-def environment(backend) -> dict:
+def environment(device: str) -> dict:
     def v(dist: str) -> str | None:
         try:
             return metadata.version(dist)
@@ -104,9 +142,9 @@ def environment(backend) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "versions": {d: v(d) for d in ("crfm-helm", "torch", "transformers", "peft", "tokenizers", "bitsandbytes")},
-        "device": getattr(backend, "device", None),
+        "device": device,
     }
-    if env["device"] == "cuda":
+    if device == "cuda":
         import torch
 
         env["gpu"] = torch.cuda.get_device_name(0)
@@ -205,22 +243,28 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         requests = plan.requests(suite.name)
         progress.on_plan({p.name: len(p.request_states) for p in plan.plans})
 
+        journal, done, spent = _open_journal(opts, submission, suite, requests)
+        todo = [r for r in requests if r.id not in done]
+        lengths = _prompt_lengths(submission, todo)
+        budget_min = suite.budget_minutes if opts.budget_minutes is None else opts.budget_minutes
+        budget_s = budget_min * 60 - spent if budget_min and budget_min > 0 else None
+
         phase("load")
-        backend = make_backend(submission, cache_dir=opts.cache_dir)
-        backend.start()
+        executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if opts.in_process else BackendWorker(submission, opts.cache_dir)
+        info = _start(executor)
         try:
             phase("execute")
-            results = Scheduler(backend).execute(requests, on_batch=progress.on_batch)
+            report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
+                todo, lengths, order=opts.order, budget_s=budget_s, journal=journal, on_batch=progress.on_batch
+            )
             phases[-1].end = time.time()
         finally:
-            backend.close()
+            executor.close()
+            journal.close()
+        results = {**done, **report.results}
 
         phase("score")
-        runs = []
-        for p in plan.plans:
-            res = [results[f"{p.name}#{i}"] for i in range(len(p.request_states))]
-            stats, run_path = session.score_run(p, [fill(st, r) for st, r in zip(p.request_states, res)])
-            runs.append(_run_record(p, suite, res, stats, run_path, sampler, opts.out, plan.notes.get(p.name, [])))
+        runs = _score_runs(plan, suite, session, results, opts, sampler)
         entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
         runs += [_not_run_record(name, entry_of[name], suite, why) for name, why in plan.not_run.items()]
         order = {entry: i for i, (entry, _) in enumerate(suite.entries())}
@@ -233,10 +277,21 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "schema_version": RESULTS_SCHEMA_VERSION,
         "track": opts.track,
         "submission": {"name": submission.name, "folder": str(submission.folder), "manifest": submission.manifest.model_dump()},
-        "backend": {
-            "name": backend.name,
-            "model_dir": str(backend.model_dir),
-            "merged_this_run": bool(getattr(backend, "merged_now", False)),
+        "backend": {"name": info["name"], "model_dir": info["model_dir"], "merged_this_run": info["merged_now"],
+                    "device": info["device"], "load_seconds": round(info["load_seconds"], 3),
+                    "process": "in-process" if opts.in_process else "worker"},
+        "budget": {
+            "minutes": budget_min if budget_min and budget_min > 0 else None,
+            "order": opts.order,
+            "semantics": opts.semantics,
+            "deadline_hit": report.deadline_hit,
+            "elapsed_s": round(spent + report.ended - report.started, 3),
+            "cancelled": len(report.cancelled),
+            "not_started": len(report.not_started),
+            "worker_restarts": report.restarts,
+            "crashes": report.crashes,
+            "resumed_results": len(done),
+            "journal": str(opts.out / JOURNAL_NAME),
         },
         "suite": {
             "name": suite.name,
@@ -250,7 +305,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "totals": _totals(runs, execute.seconds, sampler),
         "phases": {p.name: round(p.seconds, 3) for p in phases},
         "memory_source": sampler.source,
-        "environment": environment(backend),
+        "environment": environment(info["device"]),
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         "datasets_staged": plan.staged,
         "helm_output": str(opts.out / "helm"),
@@ -261,6 +316,86 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     tmp.write_text(json.dumps(out, indent=2))
     os.replace(tmp, path)
     return RunOutcome(out, path, phases)
+
+
+def _start(executor) -> dict:
+    if isinstance(executor, InProcess):
+        be = executor.backend
+        be.start()
+        return {"name": be.name, "model_dir": str(be.model_dir), "merged_now": be.merged_now, "device": be.device,
+                "load_seconds": be.load_seconds}
+    w = executor.start()
+    return {"name": w.name, "model_dir": w.model_dir, "merged_now": w.merged_now, "device": w.device,
+            "load_seconds": w.load_seconds}
+
+
+def _prompt_lengths(submission: Submission, requests: list[GenerationRequest]) -> dict[str, int]:
+    """Prompt tokens of every request, with the submission's own tokenizer (for batching)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(submission.tokenizer_dir), local_files_only=True,
+                                        trust_remote_code=submission.trust_remote_code)
+    ids = tok([r.prompt for r in requests], add_special_tokens=True)["input_ids"] if requests else []
+    return {r.id: len(x) for r, x in zip(requests, ids)}
+
+
+def _open_journal(opts: RunOptions, submission: Submission, suite: Suite, requests: list[GenerationRequest]):
+    """(journal, results already journaled, seconds of budget already spent)."""
+    path = opts.out / JOURNAL_NAME
+    digest = plan_digest(requests)
+    if not opts.resume:
+        header = {"plan_digest": digest, "submission": submission.name, "suite": suite.name, "requests": len(requests)}
+        return Journal(path, header), {}, 0.0
+    header, prior, events = read_journal(path)
+    if header.get("plan_digest") != digest:
+        raise EffbenchError(f"{path}:1: field 'plan_digest': the journal was written for another plan"
+                            " (suite, submission or options changed); start a new --out instead of --resume")
+    done = {r.request_id: r for r in prior}
+    # Budget already used: for each earlier execution, from its start to its last finished result.
+    starts = sorted(e["started"] for e in events if e["kind"] == "execute")
+    spent = 0.0
+    for i, t0 in enumerate(starts):
+        t1 = starts[i + 1] if i + 1 < len(starts) else float("inf")
+        ends = [r.timings.finished for r in prior if r.timings.finished and t0 <= r.timings.finished < t1]
+        spent += (max(ends) - t0) if ends else 0.0
+    return Journal(path, header, append=True), done, spent
+
+
+def _score_runs(plan, suite: Suite, session, results: dict[str, GenerationResult], opts: RunOptions, sampler) -> list[dict]:
+    """HELM's metrics per run, under the chosen semantics for what was not answered:
+    - helm (the challenge's): a run with any request unanswered or failed is lost whole; HELM
+      writes nothing for it and all its metrics count as zero;
+    - item: an unanswered request gets an empty completion (flagged with an error) and HELM scores
+      it (zero for the exact-match family); answered items keep their scores."""
+    from effbench.helm_bridge import fill, unanswered_result
+
+    runs = []
+    for p in plan.plans:
+        ids = [f"{p.name}#{i}" for i in range(len(p.request_states))]
+        got = [results.get(i) for i in ids]
+        answered = sum(1 for r in got if r is not None and r.ok)
+        failed = sum(1 for r in got if r is not None and not r.ok)
+        missing = len(ids) - answered - failed
+        status = "finished" if missing == 0 else ("not_started" if answered + failed == 0 else "partial")
+        counts = {"answered": answered, "failed": failed, "unanswered": missing}
+        notes = plan.notes.get(p.name, [])
+        if opts.semantics == "helm" and (missing or failed):
+            why = "a request failed" if missing == 0 else "not finished by the deadline"
+            runs.append(_lost_record(p, suite, status if missing else "failed", why, counts, [r for r in got if r], notes))
+            continue
+        filled = [r if r is not None else unanswered_result(i) for i, r in zip(ids, got)]
+        stats, run_path = session.score_run(p, [fill(st, r) for st, r in zip(p.request_states, filled)])
+        rec = _run_record(p, suite, [r for r in got if r is not None], stats, run_path, sampler, opts.out, notes)
+        rec.update(status=status, **counts)
+        runs.append(rec)
+    return runs
+
+
+def _lost_record(p, suite: Suite, status: str, why: str, counts: dict, got: list[GenerationResult], notes: list[str]) -> dict:
+    rec = _not_run_record(p.name, p.entry, suite, f"lost whole under the challenge's rule: {why}")
+    rec.update(status=status, requests=len(p.request_states), **counts,
+               prompt_tokens=sum(r.prompt_tokens for r in got), output_tokens=sum(r.output_tokens for r in got), notes=notes)
+    return rec
 
 
 def _may_match(pattern: str, entry: str, fn: str) -> bool:
@@ -315,7 +450,8 @@ def _not_run_record(name: str, entry: str, suite: Suite, reason: str) -> dict:
         "name": name, "entry": entry, "scenario": group, "status": "not_run", "reason": reason,
         "main_metric": cols.metrics[0] if cols else None, "score": 0.0,
         "metrics": {c: None for c in (cols.metrics if cols else [])},
-        "requests": 0, "errors": 0, "first_error": None, "prompt_tokens": 0, "output_tokens": 0,
+        "requests": 0, "answered": 0, "failed": 0, "unanswered": 0, "errors": 0, "first_error": None,
+        "prompt_tokens": 0, "output_tokens": 0,
         "wall_seconds": 0.0, "busy_seconds": 0.0, "tokens_per_s": None, "output_tokens_per_s": None,
         "peak_memory_bytes": None, "helm_run_dir": None, "notes": [],
     }
@@ -346,7 +482,7 @@ def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path
         "main_metric": metric,
         "score": value,
         "metrics": metrics,
-        "requests": len(res),
+        "requests": len(plan.request_states),
         "errors": sum(1 for r in res if not r.ok),
         "first_error": next((r.error for r in res if not r.ok), None),
         "prompt_tokens": prompt,
@@ -368,6 +504,9 @@ def _totals(runs: list[dict], execute_seconds: float, sampler: MemorySampler) ->
     return {
         "runs": len(runs),
         "not_run": sum(1 for r in runs if r["status"] == "not_run"),
+        "unfinished": sum(1 for r in runs if r["status"] in ("partial", "not_started", "failed")),
+        "answered": sum(r.get("answered", 0) for r in runs),
+        "unanswered": sum(r.get("unanswered", 0) for r in runs),
         "requests": sum(r["requests"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "prompt_tokens": prompt,

@@ -1,56 +1,245 @@
-"""The first scheduler: every request is known up front, so sort and batch them globally.
+"""The scheduler: every request of a suite is known before the first runs, so it orders and
+batches them, enforces the deadline, journals each batch as it lands and fans out duplicates.
 
-Requests are grouped by max_tokens (a batch decodes as long as its longest row), sorted by prompt
-length within a group (less padding), and cut into batches of at most `max_batch_size`. Results
-come back per batch through a callback, so progress and profiling see them as they land.
+Orders:
+- `helm`: the challenge's. Runs in config order; the requests of one run go out together in
+  batches of up to max_batch_size (HELM's `-n`), never mixed with the next run's.
+- `effbench`: identical greedy prompts computed once; the first request of every run first;
+  then requests interleaved across runs by their position within their run, window by window
+  bucketed by max_tokens and prompt length (less padding), the bucket of the most starved run
+  next. Under a tight budget every run has answers: the challenge's geometric mean punishes one
+  empty scenario far more than a thin one.
+
+The deadline is wall clock from the first request. At the deadline nothing new starts and the
+batch in flight is cancelled: the worker holding it is killed, so a hung backend cannot hold the
+run past it. A crashed worker costs its batch (errors, as data) and is restarted while time is left.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol, Sequence
 
-from effbench.contracts import Backend, GenerationRequest, GenerationResult
+from effbench.contracts import GenerationRequest, GenerationResult, Timings
+from effbench.journal import Journal
+from effbench.worker import BackendRaised, WorkerCrashed, WorkerTimeout
 
 BatchCallback = Callable[[list[GenerationRequest], list[GenerationResult]], None]
+ORDERS = ("effbench", "helm")
+WINDOW_BATCHES = 8  # effbench order: how many batches' worth of requests are length-sorted together
 
 
-def plan_batches(
-    requests: Sequence[GenerationRequest], prompt_tokens: Sequence[int], max_batch_size: int
-) -> list[list[GenerationRequest]]:
-    """Batches of similar length. Batches with the same max_tokens and the longest prompts go
-    first, so the biggest memory use shows up at the start, not after hours."""
-    order = sorted(range(len(requests)), key=lambda i: (-requests[i].max_tokens, -prompt_tokens[i], i))
+class Executor(Protocol):
+    """What the scheduler drives: a backend behind a deadline (worker.BackendWorker, InProcess)."""
+
+    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None) -> list[GenerationResult]: ...
+
+    def start(self, timeout: float | None = None) -> object: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InProcess:
+    """A backend called directly: fastest, but a hang cannot be interrupted (no deadline)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def start(self, timeout=None):
+        return None
+
+    def generate(self, batch, timeout=None):
+        try:
+            return self.backend.generate(batch)
+        except Exception as e:  # a backend bug: errors for this batch, as the worker reports it
+            raise BackendRaised(f"backend raised {type(e).__name__}: {e}") from e
+
+    def kill(self):
+        pass
+
+    def close(self):
+        self.backend.close()
+
+
+def _dedupe_key(r: GenerationRequest):
+    if not r.greedy:
+        return None  # sampled requests are independent draws: never merged
+    return (r.prompt, r.max_tokens, r.stop_sequences, r.top_p, r.num_completions, r.top_k_per_token, r.echo_prompt)
+
+
+def _length_batches(reqs: list[GenerationRequest], lengths: dict[str, int], max_batch_size: int) -> list[list[GenerationRequest]]:
+    """Batches of equal max_tokens and similar length; longest first."""
+    reqs = sorted(reqs, key=lambda r: (-r.max_tokens, -lengths[r.id]))
     batches: list[list[GenerationRequest]] = []
-    current: list[GenerationRequest] = []
-    for i in order:
-        r = requests[i]
-        if current and (len(current) >= max_batch_size or current[0].max_tokens != r.max_tokens):
-            batches.append(current)
-            current = []
-        current.append(r)
-    if current:
-        batches.append(current)
+    for r in reqs:
+        if batches and len(batches[-1]) < max_batch_size and batches[-1][0].max_tokens == r.max_tokens:
+            batches[-1].append(r)
+        else:
+            batches.append([r])
     return batches
 
 
-class Scheduler:
-    def __init__(self, backend: Backend, max_batch_size: int | None = None):
-        self.backend = backend
-        self.max_batch_size = max_batch_size or backend.capabilities.max_batch_size
+def plan_batches(
+    requests: Sequence[GenerationRequest], lengths: dict[str, int], max_batch_size: int, order: str = "effbench"
+) -> tuple[list[list[GenerationRequest]], dict[str, list[str]]]:
+    """(batches in execution order, duplicates: representative id -> ids answered by it)."""
+    if order == "helm":
+        batches, i = [], 0
+        while i < len(requests):
+            run = requests[i].origin.run
+            j = i
+            while j < len(requests) and requests[j].origin.run == run and j - i < max_batch_size:
+                j += 1
+            batches.append(list(requests[i:j]))
+            i = j
+        return batches, {}
+    if order != "effbench":
+        raise ValueError(f"unknown order {order!r}; one of {ORDERS}")
 
-    def execute(self, requests: Sequence[GenerationRequest], on_batch: BatchCallback | None = None) -> dict[str, GenerationResult]:
-        queued = time.time()
-        lengths = [len(self.backend.tokenize(r.prompt)) for r in requests]
-        results: dict[str, GenerationResult] = {}
-        for batch in plan_batches(requests, lengths, self.max_batch_size):
-            out = self.backend.generate(batch)
+    unique: list[GenerationRequest] = []
+    dupes: dict[str, list[str]] = {}
+    first: dict[tuple, str] = {}
+    for r in requests:
+        key = _dedupe_key(r)
+        if key is not None and key in first:
+            dupes.setdefault(first[key], []).append(r.id)
+            continue
+        if key is not None:
+            first[key] = r.id
+        unique.append(r)
+    size: dict[str, int] = {}
+    for r in unique:
+        size[r.origin.run] = size.get(r.origin.run, 0) + 1
+    seen: dict[str, int] = {}
+    pace = []
+    for r in unique:  # position within its run, as a fraction: runs advance together
+        k = seen.get(r.origin.run, 0)
+        seen[r.origin.run] = k + 1
+        pace.append((k / size[r.origin.run], r))
+    pace.sort(key=lambda p: p[0])
+    # First, one request of every run (a handful of batches), so that even a budget that ends
+    # after them leaves no run, and so no scenario, with nothing.
+    first = [r for f, r in pace if f == 0.0]
+    batches = _length_batches(first, lengths, max_batch_size)
+    interleaved = [r for f, r in pace if f > 0.0]
+    window = max_batch_size * WINDOW_BATCHES
+    done: dict[str, float] = {run: 1 / size[run] for run in size}  # fraction of each run scheduled so far
+    for w in range(0, len(interleaved), window):
+        # Within a window, length buckets; then the bucket serving the most starved run goes next,
+        # so bucketing never starves a run whose requests all sort last (short max_tokens, say).
+        pool = _length_batches(interleaved[w : w + window], lengths, max_batch_size)
+        while pool:
+            starved = min((r.origin.run for b in pool for r in b), key=lambda run: done[run])
+            b = next(b for b in pool if any(r.origin.run == starved for r in b))
+            pool.remove(b)
+            batches.append(b)
+            for r in b:
+                done[r.origin.run] += 1 / size[r.origin.run]
+    return batches, dupes
+
+
+@dataclass
+class ExecutionReport:
+    results: dict[str, GenerationResult]
+    started: float  # time of the first request (the budget's clock starts here)
+    ended: float
+    deadline: float | None
+    deadline_hit: bool = False
+    cancelled: list[str] = field(default_factory=list)  # in flight at the deadline
+    not_started: list[str] = field(default_factory=list)
+    restarts: int = 0
+    crashes: list[str] = field(default_factory=list)
+    batches: int = 0
+
+
+class Scheduler:
+    def __init__(self, executor: Executor, max_batch_size: int, max_restarts: int = 2):
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_restarts = max_restarts
+
+    def execute(
+        self,
+        requests: Sequence[GenerationRequest],
+        lengths: dict[str, int],
+        *,
+        order: str = "effbench",
+        budget_s: float | None = None,
+        journal: Journal | None = None,
+        on_batch: BatchCallback | None = None,
+    ) -> ExecutionReport:
+        batches, dupes = plan_batches(requests, lengths, self.max_batch_size, order)
+        by_id = {r.id: r for r in requests}
+        t0 = time.time()
+        deadline = t0 + budget_s if budget_s is not None else None
+        report = ExecutionReport({}, t0, t0, deadline)
+        if journal is not None:
+            journal.mark("execute", started=t0, deadline=deadline, order=order, requests=len(requests))
+        for n, batch in enumerate(batches):
+            remaining = None if deadline is None else deadline - time.time()
+            if remaining is not None and remaining <= 0:
+                report.deadline_hit = True
+                report.not_started = [r.id for b in batches[n:] for r in b]
+                break
+            try:
+                out = self.executor.generate(batch, timeout=remaining)
+            except WorkerTimeout:
+                report.deadline_hit = True
+                report.cancelled = [r.id for r in batch]
+                report.not_started = [r.id for b in batches[n + 1 :] for r in b]
+                break
+            except BackendRaised as e:
+                report.crashes.append(str(e))
+                now = time.time()
+                self._record(report, batch, [_failed(r, str(e), now) for r in batch], dupes, by_id, journal, on_batch)
+                continue
+            except WorkerCrashed as e:
+                report.crashes.append(str(e))
+                now = time.time()
+                out = [_failed(r, f"backend crashed: {e}", now) for r in batch]
+                self._record(report, batch, out, dupes, by_id, journal, on_batch)
+                try:
+                    restarted = self._restart(report, deadline)
+                except WorkerTimeout:  # the restart itself ran into the deadline
+                    report.deadline_hit, restarted = True, False
+                if not restarted:
+                    report.not_started = [r.id for b in batches[n + 1 :] for r in b]
+                    break
+                continue
             if len(out) != len(batch):
-                raise RuntimeError(f"backend {self.backend.name} returned {len(out)} results for a batch of {len(batch)}")
-            out = [replace(res, timings=replace(res.timings, queued=queued)) for res in out]
-            for res in out:
-                results[res.request_id] = res
-            if on_batch is not None:
-                on_batch(batch, out)
-        return results
+                raise RuntimeError(f"backend returned {len(out)} results for a batch of {len(batch)}")
+            self._record(report, batch, out, dupes, by_id, journal, on_batch)
+        report.ended = time.time()
+        if journal is not None and report.deadline_hit:
+            journal.mark("deadline", at=report.ended, cancelled=len(report.cancelled), not_started=len(report.not_started))
+        return report
+
+    def _restart(self, report: ExecutionReport, deadline: float | None) -> bool:
+        if report.restarts >= self.max_restarts or (deadline is not None and time.time() >= deadline):
+            return False
+        report.restarts += 1
+        self.executor.kill()
+        self.executor.start(timeout=None if deadline is None else deadline - time.time())
+        return True
+
+    def _record(self, report, batch, out, dupes, by_id, journal, on_batch) -> None:
+        report.batches += 1
+        fanned: list[GenerationResult] = []
+        for req, res in zip(batch, out):
+            res = replace(res, timings=replace(res.timings, queued=report.started))
+            fanned.append(res)
+            for dup in dupes.get(req.id, ()):  # same prompt, same parameters: same answer, no compute
+                fanned.append(replace(res, request_id=dup, computed_tokens=0))
+        for res in fanned:
+            report.results[res.request_id] = res
+        if journal is not None:
+            journal.append(fanned)
+        if on_batch is not None:
+            on_batch([by_id[r.request_id] for r in fanned], fanned)
+
+
+def _failed(req: GenerationRequest, error: str, now: float) -> GenerationResult:
+    return GenerationResult(req.id, (), 0, 0, Timings(now, now, None, now), error=error)

@@ -13,7 +13,7 @@ import struct
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -42,6 +42,7 @@ class Manifest(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     quantization: Literal["none", "bnb-4bit", "bnb-8bit"] = "none"
     limits: Limits = Field(default_factory=Limits)
+    backend_args: dict[str, Any] = Field(default_factory=dict, description="passed through to the backend")
 
     @field_validator("backend")
     @classmethod

@@ -1,0 +1,143 @@
+"""The backend in a child process, so that a backend that hangs or crashes cannot hold a run past
+its deadline: the parent waits on a pipe with a timeout and kills the child when time is up.
+
+Messages are effbench's own dataclasses over a multiprocessing pipe between effbench's own
+processes (the submission's files are never unpickled). The child is spawned, not forked: a
+forked copy of a process with torch threads running is not safe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from effbench.contracts import BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
+from effbench.submission import Submission
+
+
+WARM_UP_ID = "warm-up"
+
+
+class WorkerTimeout(Exception):
+    """The batch did not come back before the deadline; the worker has been killed."""
+
+
+class WorkerCrashed(Exception):
+    """The worker process died (a crash, an OOM kill)."""
+
+
+class BackendRaised(Exception):
+    """The backend raised on a batch (a bug: generate() reports bad requests as data); the
+    worker is alive and serves the next batch."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    model_dir: str
+    merged_now: bool
+    device: str
+    load_seconds: float
+    capabilities: BackendCapabilities
+
+
+def _worker_main(conn, submission: Submission, cache_dir: Path | None) -> None:
+    from effbench.backends import make_backend
+
+    try:
+        backend = make_backend(submission, cache_dir=cache_dir)
+        backend.start()
+        # Warm-up, outside any timing: the first forward pass pays one-off kernel and allocator set-up.
+        backend.generate([GenerationRequest(id=WARM_UP_ID, prompt="warm up", max_tokens=2)])
+        conn.send(("ready", WorkerInfo(
+            backend.name, str(getattr(backend, "model_dir", "")), bool(getattr(backend, "merged_now", False)),
+            str(getattr(backend, "device", "cpu")), float(getattr(backend, "load_seconds", 0.0)), backend.capabilities,
+        )))
+    except Exception as e:  # reported to the parent, which raises it there: nothing is swallowed
+        conn.send(("error", f"{type(e).__name__}: {e}" if not isinstance(e, EffbenchError) else str(e), isinstance(e, EffbenchError)))
+        return
+    while True:
+        msg = conn.recv()
+        if msg[0] == "close":
+            backend.close()
+            conn.send(("closed",))
+            return
+        try:
+            conn.send(("results", backend.generate(msg[1])))
+        except Exception as e:  # a backend bug: the parent turns it into errors for this batch
+            conn.send(("error", f"backend raised {type(e).__name__}: {e}", False))
+
+
+class BackendWorker:
+    """Parent-side handle of the worker process."""
+
+    def __init__(self, submission: Submission, cache_dir: Path | None = None):
+        self.submission = submission
+        self.cache_dir = cache_dir
+        self.info: WorkerInfo | None = None
+        self._proc = None
+        self._conn = None
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info else self.submission.manifest.backend
+
+    def start(self, timeout: float | None = None) -> WorkerInfo:
+        """Spawn the worker and wait until its model is loaded (WorkerTimeout past `timeout`)."""
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_worker_main, args=(child, self.submission, self.cache_dir), daemon=True,
+                                 name="effbench-backend")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        msg = self._recv(timeout=timeout)
+        if msg[0] == "error":
+            self.kill()
+            raise EffbenchError(msg[1]) if msg[2] else WorkerCrashed(f"backend failed to start: {msg[1]}")
+        self.info = msg[1]
+        return self.info
+
+    def _recv(self, timeout: float | None):
+        if timeout is not None and not self._conn.poll(max(timeout, 0.0)):
+            self.kill()
+            raise WorkerTimeout(f"no answer within {timeout:.1f} s")
+        try:
+            return self._conn.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            code = self._proc.exitcode if self._proc is not None else None
+            self.kill()
+            raise WorkerCrashed(f"backend process died (exit code {code})") from None
+
+    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None) -> list[GenerationResult]:
+        self._conn.send(("generate", list(batch)))
+        msg = self._recv(timeout)
+        if msg[0] == "error":
+            raise BackendRaised(msg[1])
+        return msg[1]
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self.alive:
+            try:
+                self._conn.send(("close",))
+                deadline = time.time() + timeout
+                while self.alive and time.time() < deadline and not self._conn.poll(0.1):
+                    pass
+            except (BrokenPipeError, OSError):
+                pass  # already gone: kill() below reaps it
+        self.kill()
