@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -201,6 +202,41 @@ def contamination(
     console.print(f"{report.flagged} of {report.eval_items} eval items flagged; {report.examples} training examples"
                   f" scanned in {report.seconds:.1f} s ({report.examples_per_s:,.0f}/s)"
                   + (f"; report written to [bold]{escape(str(json_out))}[/]" if json_out is not None else ""))
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Output folder of a finished `effbench run`.")],
+    budget: Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 30m,60m,300m.")] = "1m,5m,30m,60m,300m",
+    order: Annotated[Optional[str], typer.Option(help="Replay in another order (effbench or helm); default: the recorded one.")] = None,
+    semantics: Annotated[Optional[str], typer.Option(help="item or helm; default: the run's own.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the score-against-budget curve as JSON here.")] = None,
+) -> None:
+    """The score the same submission would have had under other budgets (and orders), replaying the
+    recorded per-request timings from the run's journal and scoring with HELM's metrics."""
+    from rich.table import Table
+
+    from effbench.simulate import simulate as run_simulation
+
+    try:
+        budgets = [_minutes(b) for b in budget.split(",") if b.strip()]
+        if not budgets or any(b is None or b <= 0 for b in budgets):
+            raise EffbenchError(f"--budget: {budget!r}: give positive durations, e.g. 30m,60m,300m")
+        if order not in (None, "effbench", "helm") or semantics not in (None, "item", "helm"):
+            raise EffbenchError("--order must be effbench or helm; --semantics item or helm")
+        report = run_simulation(out, budgets, order, semantics)
+    except EffbenchError as e:
+        _fail(e)
+    scenarios = sorted({k for p in report["points"] for k in p["scenario_scores"]})
+    table = Table(title=f"{out}: order {report['order']}, semantics {report['semantics']}")
+    for col in ("budget (min)", "answered", "runs finished", "mean score", *scenarios):
+        table.add_column(col, justify="right")
+    for p in report["points"]:
+        table.add_row(f"{p['budget_minutes']:g}", f"{p['answered']}/{p['requests']}", f"{p['runs_finished']}/{p['runs']}",
+                      f"{p['mean_score']:.4f}", *(f"{p['scenario_scores'].get(k, 0.0):.4f}" for k in scenarios))
+    out_console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,3 +124,19 @@ def _truncate_last_line(path: Path, keep_lines: int) -> None:
         pos = data.index(b"\n", pos) + 1
     with path.open("r+b") as f:
         f.truncate(pos)
+
+
+def budget_timeline(results: list[GenerationResult], events: list[dict]) -> tuple[dict[str, float], float]:
+    """(request id -> budget seconds used when its result landed, total budget seconds used).
+    The budget clock runs from each execution's start (a resumed run has several) to its last
+    result; time between a kill and the resume is not counted."""
+    starts = sorted(e["started"] for e in events if e["kind"] == "execute")
+    at: dict[str, float] = {}
+    spent = 0.0
+    for i, t0 in enumerate(starts):
+        t1 = starts[i + 1] if i + 1 < len(starts) else float("inf")
+        seg = [r for r in results if r.timings.finished is not None and t0 <= r.timings.finished < t1]
+        for r in seg:
+            at[r.request_id] = spent + (r.timings.finished - t0)
+        spent += max((r.timings.finished - t0 for r in seg), default=0.0)
+    return at, spent

@@ -20,7 +20,7 @@ from effbench import __version__
 from effbench.backends import make_backend
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
 from effbench.profiler import MemorySampler
-from effbench.journal import JOURNAL_NAME, Journal, plan_digest, read_journal
+from effbench.journal import JOURNAL_NAME, Journal, budget_timeline, plan_digest, read_journal
 from effbench.scheduler import InProcess, Scheduler
 from effbench.worker import BackendWorker
 from effbench.submission import Submission
@@ -350,15 +350,8 @@ def _open_journal(opts: RunOptions, submission: Submission, suite: Suite, reques
     if header.get("plan_digest") != digest:
         raise EffbenchError(f"{path}:1: field 'plan_digest': the journal was written for another plan"
                             " (suite, submission or options changed); start a new --out instead of --resume")
-    done = {r.request_id: r for r in prior}
-    # Budget already used: for each earlier execution, from its start to its last finished result.
-    starts = sorted(e["started"] for e in events if e["kind"] == "execute")
-    spent = 0.0
-    for i, t0 in enumerate(starts):
-        t1 = starts[i + 1] if i + 1 < len(starts) else float("inf")
-        ends = [r.timings.finished for r in prior if r.timings.finished and t0 <= r.timings.finished < t1]
-        spent += (max(ends) - t0) if ends else 0.0
-    return Journal(path, header, append=True), done, spent
+    _, spent = budget_timeline(prior, events)
+    return Journal(path, header, append=True), {r.request_id: r for r in prior}, spent
 
 
 def _score_runs(plan, suite: Suite, session, results: dict[str, GenerationResult], opts: RunOptions, sampler) -> list[dict]:
@@ -491,7 +484,7 @@ def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path
         "busy_seconds": round(busy, 4),
         "tokens_per_s": round((prompt + output) / busy, 2) if busy > 0 else None,
         "output_tokens_per_s": round(output / busy, 2) if busy > 0 else None,
-        "peak_memory_bytes": sampler.peak(t0, t1) or None,
+        "peak_memory_bytes": (sampler.peak(t0, t1) or None) if sampler is not None else None,
         "helm_run_dir": str(run_path.relative_to(out)),
         "notes": notes,
     }
