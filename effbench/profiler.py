@@ -1,7 +1,9 @@
-"""Memory over time, sampled in a background thread: NVML on an NVIDIA GPU, else process RSS.
+"""Telemetry over time, sampled in a background thread, and per-run performance figures.
 
-Each figure carries its source ("nvml", "torch.cuda", "rss") so a report never mixes a GPU's
-memory with a CPU process's without saying so.
+On an NVIDIA GPU (nvidia-ml-py): device memory used, utilization, power, the total-energy counter
+where the card has one, SM clock. Everywhere: RSS and CPU time of effbench and its backend worker.
+Every figure carries its source ("nvml" or "cpu") so a report never passes a CPU process's memory
+off as a GPU's.
 """
 
 from __future__ import annotations
@@ -10,15 +12,24 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
+import numpy as np
 import psutil
+
+from effbench.contracts import GenerationResult
 
 
 @dataclass(frozen=True)
 class Sample:
     t: float  # time.time()
     rss_bytes: int  # this process and its children (the backend worker)
-    gpu_bytes: int | None  # device memory used (NVML), None without a GPU
+    cpu_seconds: float  # user + system CPU time of the same processes, cumulative
+    gpu_bytes: int | None = None  # device memory used (NVML); None without a GPU
+    gpu_util: float | None = None  # percent
+    power_w: float | None = None
+    energy_j: float | None = None  # the card's total-energy counter, where it has one
+    sm_clock_mhz: int | None = None
 
 
 def _nvml_handle():
@@ -34,8 +45,18 @@ def _nvml_handle():
         return None
 
 
+def _nvml_optional(fn, *args):
+    """A figure some cards do not report (energy on consumer cards): None there, not an error."""
+    import pynvml
+
+    try:
+        return fn(*args)
+    except pynvml.NVMLError_NotSupported:
+        return None
+
+
 @dataclass
-class MemorySampler:
+class Telemetry:
     interval: float = 0.1
     samples: list[Sample] = field(default_factory=list)
 
@@ -47,21 +68,33 @@ class MemorySampler:
 
     @property
     def source(self) -> str:
-        return "nvml" if self._nvml is not None else "rss"
+        return "nvml" if self._nvml is not None else "cpu"
 
     def sample(self) -> Sample:
-        gpu = None
+        t = self._proc.cpu_times()  # children_*: processes already reaped (a finished worker)
+        rss, cpu = 0, t.children_user + t.children_system
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            try:
+                rss += p.memory_info().rss
+                t = p.cpu_times()
+                cpu += t.user + t.system
+            except psutil.NoSuchProcess:  # exited between listing and reading: it holds nothing now
+                continue
+        s = Sample(time.time(), rss, cpu)
         if self._nvml is not None:
             import pynvml
 
-            gpu = int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
-        rss = self._proc.memory_info().rss
-        for child in self._proc.children(recursive=True):
-            try:
-                rss += child.memory_info().rss
-            except psutil.NoSuchProcess:  # exited between listing and reading: it holds nothing now
-                continue
-        s = Sample(time.time(), rss, gpu)
+            h = self._nvml
+            energy = _nvml_optional(pynvml.nvmlDeviceGetTotalEnergyConsumption, h)
+            power = _nvml_optional(pynvml.nvmlDeviceGetPowerUsage, h)
+            s = Sample(
+                s.t, rss, cpu,
+                gpu_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(h).used),
+                gpu_util=float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu),
+                power_w=power / 1000 if power is not None else None,
+                energy_j=energy / 1000 if energy is not None else None,
+                sm_clock_mhz=_nvml_optional(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM),
+            )
         self.samples.append(s)
         return s
 
@@ -69,9 +102,9 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> "Telemetry":
         self.sample()
-        self._thread = threading.Thread(target=self._loop, name="effbench-memory", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="effbench-telemetry", daemon=True)
         self._thread.start()
         return self
 
@@ -81,12 +114,63 @@ class MemorySampler:
             self._thread.join()
         self.sample()
 
-    def peak(self, t0: float = 0.0, t1: float = float("inf")) -> int:
-        """Peak bytes over [t0, t1] from the primary source (GPU memory on a GPU, else RSS).
-        The samples just outside the window count too: a window shorter than the sampling
-        interval still gets the memory level it ran at."""
+    def _window(self, t0: float, t1: float) -> list[Sample]:
+        """Samples in [t0, t1], plus the nearest ones outside it: a window shorter than the
+        sampling interval still gets the level it ran at."""
         before = [s for s in self.samples if s.t < t0][-1:]
         after = [s for s in self.samples if s.t > t1][:1]
-        window = before + [s for s in self.samples if t0 <= s.t <= t1] + after
-        vals = [(s.gpu_bytes if s.gpu_bytes is not None else s.rss_bytes) for s in window]
+        return before + [s for s in self.samples if t0 <= s.t <= t1] + after
+
+    def peak(self, t0: float = 0.0, t1: float = float("inf")) -> int:
+        """Peak bytes over [t0, t1] from the primary source (GPU memory on a GPU, else RSS)."""
+        vals = [(s.gpu_bytes if s.gpu_bytes is not None else s.rss_bytes) for s in self._window(t0, t1)]
         return max(vals) if vals else 0
+
+    def summary(self, t0: float, t1: float) -> dict:
+        """Figures for one phase: peak memory, CPU seconds, and on a GPU utilization, power, energy."""
+        w = self._window(t0, t1)
+        out = {
+            "seconds": round(t1 - t0, 3),
+            "peak_rss_bytes": max((s.rss_bytes for s in w), default=0),
+            "cpu_seconds": round(w[-1].cpu_seconds - w[0].cpu_seconds, 3) if len(w) > 1 else 0.0,
+        }
+        if self._nvml is not None and w:
+            util = [s.gpu_util for s in w if s.gpu_util is not None]
+            power = [s.power_w for s in w if s.power_w is not None]
+            energy = [s.energy_j for s in w if s.energy_j is not None]
+            out.update(
+                peak_gpu_bytes=max(s.gpu_bytes or 0 for s in w),
+                mean_gpu_util=round(float(np.mean(util)), 1) if util else None,
+                mean_power_w=round(float(np.mean(power)), 1) if power else None,
+                energy_j=round(energy[-1] - energy[0], 1) if len(energy) > 1 else None,
+                max_sm_clock_mhz=max((s.sm_clock_mhz or 0 for s in w), default=None),
+            )
+        return out
+
+
+def run_performance(results: Sequence[GenerationResult]) -> dict:
+    """Per-run figures from its results: prefill and decode tokens/s (each request's share of its
+    batch's prefill and decode time), latency percentiles, batch sizes."""
+    done = [r for r in results if r.ok and r.timings.started is not None and r.timings.finished is not None]
+    if not done:
+        return {"prefill_tokens_per_s": None, "decode_tokens_per_s": None, "latency_s": None, "batch_sizes": {}}
+    prefill_s = decode_s = 0.0
+    prompt = decoded = 0
+    for r in done:
+        first = r.timings.first_token if r.timings.first_token is not None else r.timings.finished
+        share = 1 / max(r.batch_size, 1)
+        prefill_s += (first - r.timings.started) * share
+        decode_s += (r.timings.finished - first) * share
+        if r.computed_tokens > 0:  # fanned-out duplicates computed nothing
+            prompt += r.prompt_tokens
+            decoded += max(r.computed_tokens - r.prompt_tokens, 0)
+    lat = np.array([r.timings.finished - r.timings.started for r in done])
+    sizes: dict[str, int] = {}
+    for r in done:
+        sizes[str(r.batch_size)] = sizes.get(str(r.batch_size), 0) + 1
+    return {
+        "prefill_tokens_per_s": round(prompt / prefill_s, 1) if prefill_s > 0 else None,
+        "decode_tokens_per_s": round(decoded / decode_s, 1) if decode_s > 0 else None,
+        "latency_s": {f"p{q}": round(float(np.percentile(lat, q)), 4) for q in (50, 90, 99)},
+        "batch_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
+    }

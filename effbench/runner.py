@@ -19,7 +19,7 @@ from typing import Callable
 from effbench import __version__
 from effbench.backends import make_backend
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
-from effbench.profiler import MemorySampler
+from effbench.profiler import Telemetry, run_performance
 from effbench.journal import JOURNAL_NAME, Journal, budget_timeline, plan_digest, read_journal
 from effbench.scheduler import InProcess, Scheduler
 from effbench.worker import BackendWorker
@@ -234,7 +234,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
 
     opts.out.mkdir(parents=True, exist_ok=True)
     ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
-    sampler = MemorySampler()
+    sampler = Telemetry()
     with sampler:
         phase("plan")
         submission = submission.fetch_hub_base()
@@ -258,6 +258,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
                 todo, lengths, order=opts.order, budget_s=budget_s, journal=journal, on_batch=progress.on_batch
             )
             phases[-1].end = time.time()
+            allocator = executor.allocator_stats() if isinstance(executor, BackendWorker) and executor.alive else {"source": "in-process"}
         finally:
             executor.close()
             journal.close()
@@ -279,6 +280,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "submission": {"name": submission.name, "folder": str(submission.folder), "manifest": submission.manifest.model_dump()},
         "backend": {"name": info["name"], "model_dir": info["model_dir"], "merged_this_run": info["merged_now"],
                     "device": info["device"], "load_seconds": round(info["load_seconds"], 3),
+                    "merge_seconds": round(info["merge_seconds"], 3), "warm_up_seconds": round(info["warm_up_seconds"], 3),
                     "process": "in-process" if opts.in_process else "worker"},
         "budget": {
             "minutes": budget_min if budget_min and budget_min > 0 else None,
@@ -304,7 +306,10 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "runs": runs,
         "totals": _totals(runs, execute.seconds, sampler),
         "phases": {p.name: round(p.seconds, 3) for p in phases},
-        "memory_source": sampler.source,
+        "memory_source": "nvml" if sampler.source == "nvml" else "rss",
+        "profile": {"source": sampler.source,
+                    "phases": {p.name: sampler.summary(p.start, p.end) for p in phases},
+                    "allocator": allocator},
         "environment": environment(info["device"]),
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         "datasets_staged": plan.staged,
@@ -323,10 +328,10 @@ def _start(executor) -> dict:
         be = executor.backend
         be.start()
         return {"name": be.name, "model_dir": str(be.model_dir), "merged_now": be.merged_now, "device": be.device,
-                "load_seconds": be.load_seconds}
+                "load_seconds": be.load_seconds, "merge_seconds": be.merge_seconds, "warm_up_seconds": 0.0}
     w = executor.start()
     return {"name": w.name, "model_dir": w.model_dir, "merged_now": w.merged_now, "device": w.device,
-            "load_seconds": w.load_seconds}
+            "load_seconds": w.load_seconds, "merge_seconds": w.merge_seconds, "warm_up_seconds": w.warm_up_seconds}
 
 
 def _prompt_lengths(submission: Submission, requests: list[GenerationRequest]) -> dict[str, int]:
@@ -450,7 +455,7 @@ def _not_run_record(name: str, entry: str, suite: Suite, reason: str) -> dict:
     }
 
 
-def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path: Path, sampler: MemorySampler,
+def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path: Path, sampler: Telemetry | None,
                 out: Path, notes: list[str]) -> dict:
     group = suite.group_of(plan.entry)
     cols = suite.scenarios.get(group)
@@ -485,12 +490,13 @@ def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path
         "tokens_per_s": round((prompt + output) / busy, 2) if busy > 0 else None,
         "output_tokens_per_s": round(output / busy, 2) if busy > 0 else None,
         "peak_memory_bytes": (sampler.peak(t0, t1) or None) if sampler is not None else None,
+        **run_performance(res),
         "helm_run_dir": str(run_path.relative_to(out)),
         "notes": notes,
     }
 
 
-def _totals(runs: list[dict], execute_seconds: float, sampler: MemorySampler) -> dict:
+def _totals(runs: list[dict], execute_seconds: float, sampler: Telemetry | None) -> dict:
     prompt = sum(r["prompt_tokens"] for r in runs)
     output = sum(r["output_tokens"] for r in runs)
     scores = [r["score"] for r in runs if r["score"] is not None]

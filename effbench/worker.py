@@ -40,7 +40,9 @@ class WorkerInfo:
     model_dir: str
     merged_now: bool
     device: str
-    load_seconds: float
+    load_seconds: float  # merge + model load
+    merge_seconds: float
+    warm_up_seconds: float
     capabilities: BackendCapabilities
 
 
@@ -51,16 +53,22 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None) -> None:
         backend = make_backend(submission, cache_dir=cache_dir)
         backend.start()
         # Warm-up, outside any timing: the first forward pass pays one-off kernel and allocator set-up.
+        t0 = time.perf_counter()
         backend.generate([GenerationRequest(id=WARM_UP_ID, prompt="warm up", max_tokens=2)])
+        warm = time.perf_counter() - t0
         conn.send(("ready", WorkerInfo(
             backend.name, str(getattr(backend, "model_dir", "")), bool(getattr(backend, "merged_now", False)),
-            str(getattr(backend, "device", "cpu")), float(getattr(backend, "load_seconds", 0.0)), backend.capabilities,
+            str(getattr(backend, "device", "cpu")), float(getattr(backend, "load_seconds", 0.0)),
+            float(getattr(backend, "merge_seconds", 0.0)), warm, backend.capabilities,
         )))
     except Exception as e:  # reported to the parent, which raises it there: nothing is swallowed
         conn.send(("error", f"{type(e).__name__}: {e}" if not isinstance(e, EffbenchError) else str(e), isinstance(e, EffbenchError)))
         return
     while True:
         msg = conn.recv()
+        if msg[0] == "stats":  # the allocator's view, which only this process has
+            conn.send(("stats", _allocator_stats()))
+            continue
         if msg[0] == "close":
             backend.close()
             conn.send(("closed",))
@@ -69,6 +77,15 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None) -> None:
             conn.send(("results", backend.generate(msg[1])))
         except Exception as e:  # a backend bug: the parent turns it into errors for this batch
             conn.send(("error", f"backend raised {type(e).__name__}: {e}", False))
+
+
+def _allocator_stats() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"source": "cpu"}
+    return {"source": "torch.cuda", "max_allocated_bytes": int(torch.cuda.max_memory_allocated()),
+            "max_reserved_bytes": int(torch.cuda.max_memory_reserved())}
 
 
 class BackendWorker:
@@ -118,6 +135,10 @@ class BackendWorker:
         if msg[0] == "error":
             raise BackendRaised(msg[1])
         return msg[1]
+
+    def allocator_stats(self) -> dict:
+        self._conn.send(("stats",))
+        return self._recv(timeout=30)[1]
 
     @property
     def alive(self) -> bool:

@@ -46,7 +46,8 @@ class HFBackend:
         self.tokenizer = None
         self.model_dir: Path | None = None
         self.merged_now = False
-        self.load_seconds = 0.0
+        self.merge_seconds = 0.0  # merging the adapter into the base (0 when the cache had it)
+        self.load_seconds = 0.0  # merge + model load
         self._batch_counter = 0
         self._piece_cache: dict[int, str] = {}
 
@@ -60,7 +61,9 @@ class HFBackend:
         t0 = time.perf_counter()
         m = self.submission.manifest
         self.submission = self.submission.fetch_hub_base()
+        t_merge = time.perf_counter()
         self.model_dir, self.merged_now = merged_model_dir(self.submission, m.dtype, self.cache_dir)
+        self.merge_seconds = time.perf_counter() - t_merge
         self.tokenizer = AutoTokenizer.from_pretrained(
             str(self.model_dir), trust_remote_code=self.submission.trust_remote_code, local_files_only=True
         )

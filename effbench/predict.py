@@ -1,0 +1,161 @@
+"""The cost model behind `effbench check`: fit batch times on a short probe, project the whole suite.
+
+Every request of a suite is known before the first runs, with its prompt tokens counted by the
+submission's tokenizer; only output lengths are unknown. A probe (a stratified sample: a share of
+every run) runs through the scheduler's real batching. Each probe batch gives one observation
+
+    seconds = fixed + a * prefill_tokens + b * decode_steps + c * decoded_tokens
+
+(prefill_tokens: rows x the longest prompt, padding included; decode_steps: forward passes after
+the prefill, the longest output in the batch; decoded_tokens: all rows' outputs), fitted by
+non-negative least squares. The projection lays out the full suite with the scheduler's own
+batching and draws each request's output length from its run's probe outputs (bounded by
+max_tokens), many times, refitting on resampled probe batches each time: the spread of those
+totals is the interval.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from effbench.contracts import GenerationRequest, GenerationResult
+from effbench.scheduler import plan_batches
+
+FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
+
+
+def stratified_probe(requests: Sequence[GenerationRequest], fraction: float, seed: int = 0) -> list[GenerationRequest]:
+    """A share of every run (at least one request each), drawn at random within the run."""
+    by_run: dict[str, list[GenerationRequest]] = {}
+    for r in requests:
+        by_run.setdefault(r.origin.run, []).append(r)
+    rng = random.Random(seed)
+    probe = []
+    for run, reqs in by_run.items():
+        k = min(len(reqs), max(1, round(fraction * len(reqs))))
+        probe += rng.sample(reqs, k)
+    return probe
+
+
+def generated_tokens(res: GenerationResult) -> int:
+    """Tokens the backend decoded for a request (before stop-sequence cutting): its compute."""
+    return max(res.computed_tokens - res.prompt_tokens, res.output_tokens, 0)
+
+
+def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray, np.ndarray]:
+    """(features [n_batches, 4], seconds [n_batches]) from results, grouped by batch id.
+    Fanned-out duplicates (computed_tokens 0) and errors are left out: they cost no compute."""
+    batches: dict[int, list[GenerationResult]] = {}
+    for r in results:
+        if r.ok and r.computed_tokens > 0 and r.timings.latency is not None:
+            batches.setdefault(r.batch_id, []).append(r)
+    X, y = [], []
+    for members in batches.values():
+        gen = [generated_tokens(m) for m in members]
+        X.append([1.0, len(members) * max(m.prompt_tokens for m in members), max(gen), sum(gen)])
+        y.append(max(m.timings.latency for m in members))
+    return np.asarray(X, dtype=float).reshape(-1, len(FEATURES)), np.asarray(y, dtype=float)
+
+
+def fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares: no term may make a batch cheaper. Columns are scaled first, so
+    that token counts in the thousands and the constant weigh alike in the fit."""
+    from scipy.optimize import nnls
+
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-12)
+    coef, _ = nnls(X / scale, y)
+    return coef / scale
+
+
+@dataclass
+class Projection:
+    total_s: np.ndarray  # [samples] total execute seconds
+    run_finish_s: dict[str, np.ndarray]  # run -> [samples] seconds when its last request lands
+    batch_ends_s: np.ndarray  # [samples, batches] cumulative
+    batches: list[list[GenerationRequest]]
+    coef: np.ndarray  # the point fit
+    answers: list[list[str]] = field(default_factory=list)  # per batch: the run of each request it answers
+
+    def quantiles(self, q: Sequence[float] = (0.05, 0.5, 0.95)) -> list[float]:
+        return [float(np.quantile(self.total_s, x)) for x in q]
+
+
+def project(
+    requests: Sequence[GenerationRequest],
+    lengths: dict[str, int],
+    probe_results: Sequence[GenerationResult],
+    max_batch_size: int,
+    order: str = "effbench",
+    samples: int = 300,
+    seed: int = 0,
+    coef_transform=None,
+) -> Projection:
+    """Project the execute time of `requests` (the whole suite) from the probe's results.
+    `coef_transform` maps fitted coefficients to another machine (roofline translation)."""
+    X, y = batch_observations(probe_results)
+    if len(y) == 0:
+        raise ValueError("the probe produced no timed batch")
+    point = fit(X, y)
+    rng = np.random.default_rng(seed)
+
+    # Output lengths observed per run (what each request decoded), bounded by max_tokens.
+    by_id = {r.request_id: r for r in probe_results}
+    observed: dict[str, list[int]] = {}
+    for q in requests:
+        if q.id in by_id and by_id[q.id].ok:
+            observed.setdefault(q.origin.run, []).append(generated_tokens(by_id[q.id]))
+
+    batches, dupes = plan_batches(requests, lengths, max_batch_size, order)
+    flat = [q for b in batches for q in b]
+    starts = np.cumsum([0] + [len(b) for b in batches[:-1]])
+    prompt_max = np.array([max(lengths[q.id] for q in b) for b in batches], dtype=float)
+    rows = np.array([sum(q.num_completions for q in b) for b in batches], dtype=float)
+    rows_per_req = np.array([q.num_completions for q in flat], dtype=float)
+
+    # Draw output lengths: [samples, requests]
+    draws = np.empty((samples, len(flat)))
+    for j, q in enumerate(flat):
+        pool = observed.get(q.origin.run)
+        if pool:
+            draws[:, j] = np.minimum(rng.choice(pool, size=samples), q.max_tokens)
+        else:  # a run the probe did not reach: assume it decodes to max_tokens (pessimistic)
+            draws[:, j] = q.max_tokens
+    steps = np.maximum.reduceat(draws, starts, axis=1)  # [samples, batches]
+    decoded = np.add.reduceat(draws * rows_per_req, starts, axis=1)
+
+    # Coefficients: the point fit first, then fits on resampled probe batches.
+    coefs = np.empty((samples, len(FEATURES)))
+    coefs[0] = point
+    for s in range(1, samples):
+        idx = rng.integers(0, len(y), len(y))
+        coefs[s] = fit(X[idx], y[idx])
+    if coef_transform is not None:
+        coefs = np.apply_along_axis(coef_transform, 1, coefs)
+        point = coef_transform(point)
+    per_batch = (coefs[:, [0]] + coefs[:, [1]] * (rows * prompt_max)[None, :]
+                 + coefs[:, [2]] * steps + coefs[:, [3]] * decoded)  # [samples, batches]
+    ends = np.cumsum(per_batch, axis=1)
+
+    run_of = {q.id: q.origin.run for q in requests}
+    answers = [[run_of[i] for q in b for i in (q.id, *dupes.get(q.id, ()))] for b in batches]  # runs served per batch
+    last_batch: dict[str, int] = {}
+    for bi, runs in enumerate(answers):
+        for run in runs:
+            last_batch[run] = bi
+    run_finish = {run: ends[:, bi] for run, bi in last_batch.items()}
+    return Projection(ends[:, -1], run_finish, ends, batches, point, answers)
+
+
+def answered_by(projection: Projection, budget_s: float) -> dict[str, int]:
+    """Requests per run answered within the budget, on the median timeline."""
+    median_ends = np.median(projection.batch_ends_s, axis=0)
+    counts: dict[str, int] = {}
+    for bi, runs in enumerate(projection.answers):
+        if median_ends[bi] <= budget_s:
+            for run in runs:
+                counts[run] = counts.get(run, 0) + 1
+    return counts
