@@ -102,3 +102,36 @@ def test_run_filter_matching_nothing_is_an_error(demo_submission, cache_dir, tmp
     res = runner.invoke(app, ["run", str(demo_submission), "--runs", "zzz*", "--out", str(tmp_path / "o"),
                               "--cache-dir", str(cache_dir)])
     assert res.exit_code == 2 and "matches no run" in res.output
+
+
+def test_profile_without_nvml_says_cpu_and_still_reports(default_run):
+    import pynvml
+
+    out, _ = default_run
+    results = json.loads((out / "results.json").read_text())
+    try:
+        pynvml.nvmlInit()
+        pytest.skip("an NVIDIA driver is present: the profile source is nvml here")
+    except pynvml.NVMLError:
+        pass
+    prof = results["profile"]
+    assert prof["source"] == "cpu" and results["memory_source"] == "rss"
+    assert set(prof["phases"]) == {"plan", "load", "execute", "score"}
+    for ph in prof["phases"].values():
+        assert ph["peak_rss_bytes"] > 0 and ph["cpu_seconds"] >= 0
+    for r in results["runs"]:
+        assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
+        assert 0 < r["latency_s"]["p50"] <= r["latency_s"]["p90"] <= r["latency_s"]["p99"]
+        assert sum(r["batch_sizes"].values()) == r["answered"]
+
+
+@pytest.mark.gpu
+def test_profile_on_a_gpu_reads_nvml(demo_submission, cache_dir, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(demo_submission), "--out", str(out), "--cache-dir", str(cache_dir), "--runs", "dyck*"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["profile"]["source"] == "nvml" and results["backend"]["device"] == "cuda"
+    ex = results["profile"]["phases"]["execute"]
+    assert ex["peak_gpu_bytes"] > 0 and ex["mean_gpu_util"] is not None
+    assert results["profile"]["allocator"]["source"] == "torch.cuda"
