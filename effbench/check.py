@@ -1,0 +1,165 @@
+"""`effbench check`: will this submission finish the suite in its budget on the target card?
+
+Plan the whole suite (no model), run a stratified probe through the scheduler's real batching,
+fit the cost model (effbench.predict), translate it to the target card by the roofline
+(effbench.roofline: prefill by FLOP/s, decode by bandwidth), lay out the full suite and read the
+verdict off the 90% interval: PASS when even its upper end is within the budget, AT RISK when
+only the median is, FAIL otherwise. The probe's answers, scored by HELM, give each run's
+expected score, and so the score a budget overrun would cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from effbench.contracts import EffbenchError
+from effbench.predict import FEATURES, answered_by, project, stratified_probe
+from effbench.runner import Progress, RunOptions, _main_metric, _prompt_lengths, _start, plan_suite
+from effbench.scheduler import InProcess, Scheduler
+from effbench.submission import Submission
+from effbench.suites import Suite
+
+VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
+
+
+def _probe_scores(plan, probe_ids: set[str], results, session, suite: Suite) -> dict[str, float | None]:
+    """Each run's main metric on its probed items, scored by HELM's metrics (an estimate of the
+    run's score from a small sample; None where HELM gives no main metric)."""
+    from effbench.helm_bridge import RunPlan, fill
+
+    scores: dict[str, float | None] = {}
+    for p in plan.plans:
+        picked = [(i, st) for i, st in enumerate(p.request_states) if f"{p.name}#{i}" in probe_ids]
+        picked = [(i, st) for i, st in picked if f"{p.name}#{i}" in results]
+        if not picked:
+            scores[p.name] = None
+            continue
+        sub = RunPlan(p.spec, p.scenario, [st for _, st in picked], p.entry)
+        stats, _ = session.score_run(sub, [fill(st, results[f"{p.name}#{i}"]) for i, st in picked])
+        cols = suite.scenarios.get(suite.group_of(p.entry))
+        if cols is not None:
+            from effbench.runner import _metric_columns
+
+            scores[p.name] = _metric_columns(stats, cols.metrics[:1])[cols.metrics[0]]
+        else:
+            scores[p.name] = _main_metric(stats)[1]
+    return scores
+
+
+def _suite_score(suite: Suite, plan, run_scores: dict[str, float]) -> float:
+    """Mean over scenarios of the mean score of their runs (runs not run count zero)."""
+    by: dict[str, list[float]] = {}
+    for p in plan.plans:
+        by.setdefault(suite.group_of(p.entry), []).append(run_scores.get(p.name, 0.0))
+    entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
+    for name in plan.not_run:
+        by.setdefault(suite.group_of(entry_of[name]), []).append(0.0)
+    return float(np.mean([np.mean(v) for v in by.values()])) if by else 0.0
+
+
+def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str, probe_fraction: float,
+          budget_minutes: float | None, hardware_cache: Path | None, progress: Progress | None = None) -> dict:
+    from effbench.backends import make_backend
+    from effbench.hardware import get_profile, measure_here
+    from effbench.helm_bridge import HelmSession, ensure_nltk_punkt_tab
+    from effbench.memfit import fit_submission
+    from effbench.merge import default_cache_dir
+    from effbench.roofline import CostCoefficients, translate_coefficients
+    from effbench.worker import BackendWorker
+
+    if not 0 < probe_fraction <= 0.5:
+        raise EffbenchError(f"--probe: {probe_fraction} must be a fraction of the requests in (0, 0.5]")
+    progress = progress or Progress()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
+    t_start = time.time()
+    submission = submission.fetch_hub_base()
+    session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
+    progress.on_phase("plan")
+    plan = plan_suite(submission, suite, opts, session, progress)
+    requests = plan.requests(suite.name)
+    if not requests:
+        raise EffbenchError(f"suite {suite.name}: no request to check (every run is filtered out or not run)")
+    lengths = _prompt_lengths(submission, requests)
+    probe = stratified_probe(requests, probe_fraction)
+    progress.on_plan({"probe": len(probe)})
+
+    progress.on_phase("load")
+    executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if opts.in_process else BackendWorker(submission, opts.cache_dir)
+    info = _start(executor)
+    try:
+        progress.on_phase("probe")
+        t0 = time.time()
+        report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
+            probe, lengths, order=opts.order, on_batch=progress.on_batch)
+        probe_s = time.time() - t0
+    finally:
+        executor.close()
+
+    progress.on_phase("project")
+    here = measure_here(quick=True, cache_dir=hardware_cache)
+    target = here if track == "here" else get_profile(track, cache_dir=hardware_cache)
+    dtype = submission.manifest.dtype
+    transform = None
+    if target.name != here.name:
+        def transform(c):
+            t = translate_coefficients(CostCoefficients(*c), here, target, dtype)
+            return np.array([t.fixed, t.prefill, t.step, t.row])
+    results = report.results
+    proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
+                   order=opts.order, coef_transform=transform)
+    q05, q50, q95 = proj.quantiles()
+    budget_min = suite.budget_minutes if budget_minutes is None else budget_minutes
+    budget_s = budget_min * 60
+    verdict = "PASS" if q95 <= budget_s else ("AT RISK" if q50 <= budget_s else "FAIL")
+
+    scores = _probe_scores(plan, {q.id for q in probe}, results, session, suite)
+    known = {k: (v or 0.0) for k, v in scores.items()}
+    sizes = {p.name: len(p.request_states) for p in plan.plans}
+    done = answered_by(proj, budget_s)
+    if opts.semantics == "helm":
+        kept = {k: (v if done.get(k, 0) >= sizes[k] else 0.0) for k, v in known.items()}
+    else:
+        kept = {k: v * min(done.get(k, 0), sizes[k]) / sizes[k] for k, v in known.items()}
+    full, within = _suite_score(suite, plan, known), _suite_score(suite, plan, kept)
+
+    runs = []
+    for p in plan.plans:
+        fin = proj.run_finish_s.get(p.name)
+        med = float(np.median(fin)) if fin is not None else None
+        runs.append({
+            "name": p.name, "requests": sizes[p.name], "probed": sum(1 for q in probe if q.origin.run == p.name),
+            "projected_finish_min": round(med / 60, 3) if med is not None else None,
+            "answered_within_budget": min(done.get(p.name, 0), sizes[p.name]),
+            "past_budget": med is not None and med > budget_s,
+            "probe_score": scores[p.name],
+        })
+    mem = fit_submission(submission, target)
+    return {
+        "verdict": verdict,
+        "exit_code": VERDICT_EXIT[verdict],
+        "suite": suite.name,
+        "track": target.name,
+        "hardware": {"here": here.model_dump(), "target": target.model_dump(), "translated": transform is not None},
+        "budget_minutes": budget_min,
+        "order": opts.order,
+        "semantics": opts.semantics,
+        "projected_minutes": {"median": q50 / 60, "p05": q05 / 60, "p95": q95 / 60},
+        "requests": len(requests),
+        "probe": {"requests": len(probe), "fraction": len(probe) / len(requests), "batches": report.batches,
+                  "seconds": round(probe_s, 3), "errors": sum(1 for r in results.values() if not r.ok)},
+        "check_seconds": round(time.time() - t_start, 3),
+        "load": info,
+        "cost_model": dict(zip(FEATURES, map(float, proj.coef))),
+        "runs": runs,
+        "runs_past_budget": sum(1 for r in runs if r["past_budget"]),
+        "items_past_budget": sum(r["requests"] - r["answered_within_budget"] for r in runs),
+        "expected_score": {"if_all_finish": full, "within_budget": within, "lost": full - within},
+        "memory": {"fits": mem.fits, "summary": mem.summary(), "total_bytes": mem.total_bytes,
+                   "available_bytes": mem.available_bytes, "max_batch_that_fits": mem.max_batch_that_fits},
+        "not_run": plan.not_run,
+    }
