@@ -47,7 +47,8 @@ def generated_tokens(res: GenerationResult) -> int:
 
 
 def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray, np.ndarray]:
-    """(features [n_batches, 4], seconds [n_batches]) from results, grouped by batch id.
+    """(features [n_batches, 4], [n_batches, 2] prefill and decode seconds) from results, grouped
+    by batch. The prefill part runs to the batch's first token, the decode part from there on.
     Fanned-out duplicates (computed_tokens 0) and errors are left out: they cost no compute."""
     batches: dict[int, list[GenerationResult]] = {}
     for r in results:
@@ -56,19 +57,28 @@ def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray,
     X, y = [], []
     for members in batches.values():
         gen = [generated_tokens(m) for m in members]
+        t = members[0].timings
+        first = t.first_token if t.first_token is not None else t.finished
         X.append([1.0, len(members) * max(m.prompt_tokens for m in members), max(gen), sum(gen)])
-        y.append(max(m.timings.latency for m in members))
-    return np.asarray(X, dtype=float).reshape(-1, len(FEATURES)), np.asarray(y, dtype=float)
+        y.append([first - t.started, t.finished - first])
+    return np.asarray(X, dtype=float).reshape(-1, len(FEATURES)), np.asarray(y, dtype=float).reshape(-1, 2)
+
+
+def _nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from scipy.optimize import nnls
+
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-12)  # token counts and the constant weigh alike
+    coef, _ = nnls(X / scale, y)
+    return coef / scale
 
 
 def fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares: no term may make a batch cheaper. Columns are scaled first, so
-    that token counts in the thousands and the constant weigh alike in the fit."""
-    from scipy.optimize import nnls
-
-    scale = np.maximum(np.abs(X).max(axis=0), 1e-12)
-    coef, _ = nnls(X / scale, y)
-    return coef / scale
+    """Non-negative least squares (no term may make a batch cheaper), in two parts that each need
+    only two batches of different shapes: prefill seconds ~ fixed + a * prefill_tokens, decode
+    seconds ~ b * decode_steps + c * decoded_tokens. Returns [fixed, a, b, c]."""
+    pre = _nnls(X[:, :2], y[:, 0])
+    dec = _nnls(X[:, 2:], y[:, 1])
+    return np.concatenate([pre, dec])
 
 
 @dataclass

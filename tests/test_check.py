@@ -1,0 +1,66 @@
+"""`effbench check` end to end on a machine with no GPU: verdict, interval, per-run projections,
+memory fit, exit codes; on the demo model and on a ~100M-parameter Llama."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from effbench.cli import app
+
+runner = CliRunner()
+
+
+def check(sub, cache_dir, tmp_path, *extra, name="c"):
+    out = tmp_path / f"{name}.json"
+    res = runner.invoke(app, ["check", str(sub), "--suite", "default", "--probe", "0.1", "--out", str(tmp_path / name),
+                              "--cache-dir", str(cache_dir), "--json", str(out), *extra])
+    return res, (json.loads(out.read_text()) if out.is_file() else None)
+
+
+def test_check_passes_a_generous_budget_and_fails_a_tiny_one(demo_submission, cache_dir, tmp_path):
+    res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "10m", "--in-process")
+    assert res.exit_code == 0 and rep["verdict"] == "PASS" and "PASS" in res.output, res.output
+    pm = rep["projected_minutes"]
+    assert 0 < pm["p05"] <= pm["median"] <= pm["p95"] < 10
+    assert rep["probe"]["requests"] == 8 and rep["probe"]["fraction"] <= 0.1
+    assert len(rep["runs"]) == 4 and all(r["projected_finish_min"] > 0 and r["probed"] == 2 for r in rep["runs"])
+    assert rep["runs_past_budget"] == 0 and rep["items_past_budget"] == 0
+    assert rep["memory"]["fits"] and "fits on here" in rep["memory"]["summary"]
+    assert set(rep["cost_model"]) == {"fixed", "prefill_tokens", "decode_steps", "decoded_tokens"}
+
+    res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "0.01s", "--in-process", name="tiny")
+    assert res.exit_code == 2 and rep["verdict"] == "FAIL" and "FAIL" in res.output
+    assert rep["runs_past_budget"] > 0 and rep["items_past_budget"] > 0
+
+
+def test_check_translates_to_a_target_card(demo_submission, cache_dir, tmp_path):
+    _, here = check(demo_submission, cache_dir, tmp_path, "--in-process", name="here")
+    res, a100 = check(demo_submission, cache_dir, tmp_path, "--in-process", "--track", "a100-40gb", name="a100")
+    assert res.exit_code in (0, 1), res.output
+    assert a100["track"] == "a100-40gb" and a100["hardware"]["translated"] and not here["hardware"]["translated"]
+    assert a100["hardware"]["target"]["memory_bytes"] == 40 * 2**30
+    assert a100["projected_minutes"]["median"] < here["projected_minutes"]["median"]  # a faster card
+    assert "on a100-40gb" in a100["memory"]["summary"]
+
+
+def test_check_errors_exit_3(demo_submission, cache_dir, tmp_path):
+    res, _ = check(demo_submission, cache_dir, tmp_path, "--track", "tpu-v9", "--in-process")
+    assert res.exit_code == 3 and "--track" in res.output
+    res = runner.invoke(app, ["check", str(demo_submission), "--suite", "default", "--probe", "2"])
+    assert res.exit_code == 3 and "--probe" in res.output
+
+
+@pytest.mark.slow
+def test_check_on_a_100m_model(tmp_path_factory, cache_dir, tmp_path):
+    from effbench.demo import build_demo
+
+    sub = build_demo(tmp_path_factory.mktemp("m100") / "sub", hidden_size=768, num_layers=12, num_heads=12,
+                     intermediate_size=2048, model_vocab_size=8192, name="m100")
+    res, rep = check(sub, cache_dir, tmp_path, "--runs", "dyck*", "--budget", "300m")
+    assert res.exit_code == 0 and rep["verdict"] == "PASS", res.output
+    assert rep["memory"]["fits"] and rep["load"]["name"] == "hf"
+    assert 0.09e9 < json.loads(json.dumps(rep["memory"]))["total_bytes"]
+    assert rep["projected_minutes"]["p95"] >= rep["projected_minutes"]["median"] > 0

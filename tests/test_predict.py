@@ -1,0 +1,92 @@
+"""The cost model on recorded timings (synthetic batches with known costs) and the projection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from effbench.contracts import GenerationRequest, GenerationResult, Origin, Timings
+from effbench.predict import answered_by, batch_observations, fit, project, stratified_probe
+
+TRUE = dict(fixed=0.05, prefill=2e-4, step=0.01, row=0.002)  # s/batch, s/prompt token, s/step, s/token
+
+
+def recorded(batches):
+    """Results whose timings follow TRUE exactly: batches = [[(prompt, generated), ...], ...]."""
+    out, clock = [], 1000.0
+    for bid, rows in enumerate(batches):
+        P = len(rows) * max(p for p, _ in rows)
+        S, R = max(g for _, g in rows), sum(g for _, g in rows)
+        pre = TRUE["fixed"] + TRUE["prefill"] * P
+        dec = TRUE["step"] * S + TRUE["row"] * R
+        t = Timings(clock, clock, clock + pre, clock + pre + dec)
+        for k, (p, g) in enumerate(rows):
+            out.append(GenerationResult(f"r{bid}#{k}", (), p, g, t, bid, len(rows), p + g))
+        clock += pre + dec
+    return out
+
+
+def test_fit_recovers_known_costs_from_recorded_batches():
+    rng = np.random.default_rng(1)
+    batches = [[(int(rng.integers(50, 900)), int(rng.integers(1, 60))) for _ in range(int(rng.integers(1, 9)))]
+               for _ in range(25)]
+    X, y = batch_observations(recorded(batches))
+    assert X.shape == (25, 4) and y.shape == (25, 2)
+    coef = fit(X, y)
+    assert coef == pytest.approx([TRUE["fixed"], TRUE["prefill"], TRUE["step"], TRUE["row"]], rel=1e-6)
+
+
+def test_fit_never_makes_a_batch_cheaper():
+    X = np.array([[1, 100, 5, 10], [1, 200, 5, 40], [1, 400, 10, 20]], dtype=float)
+    y = np.array([[0.1, 0.5], [0.1, 0.2], [0.3, 0.4]])  # decode time falling with more tokens: noise
+    assert (fit(X, y) >= 0).all()
+
+
+def _requests(runs=4, per_run=50, max_tokens=20):
+    return [GenerationRequest(id=f"run{r}#{i}", prompt=f"{r} {i}", max_tokens=max_tokens, origin=Origin(run=f"run{r}", index=i))
+            for r in range(runs) for i in range(per_run)]
+
+
+def test_stratified_probe_takes_a_share_of_every_run():
+    reqs = _requests()
+    probe = stratified_probe(reqs, 0.1)
+    assert len(probe) == 20 and {q.origin.run for q in probe} == {"run0", "run1", "run2", "run3"}
+    assert stratified_probe(reqs, 0.1) == probe  # seeded
+    assert len(stratified_probe(reqs[:3], 0.01)) == 1  # at least one per run
+
+
+def test_projection_of_the_probed_workload_matches_its_recorded_time():
+    reqs = _requests()
+    lengths = {q.id: 100 + 10 * (q.origin.index % 7) for q in reqs}
+    gen = {q.id: 5 + q.origin.index % 10 for q in reqs}  # outputs 5..14 tokens, below max_tokens 20
+    probe = stratified_probe(reqs, 0.25)
+    from effbench.scheduler import plan_batches
+
+    pbatches, _ = plan_batches(probe, lengths, 8, "effbench")
+    results = recorded([[(lengths[q.id], gen[q.id]) for q in b] for b in pbatches])
+    ids = iter([q.id for b in pbatches for q in b])
+    results = [GenerationResult(next(ids), r.completions, r.prompt_tokens, r.output_tokens, r.timings, r.batch_id,
+                                r.batch_size, r.computed_tokens) for r in results]
+    proj = project(reqs, lengths, results, 8, samples=200)
+    lo, mid, hi = proj.quantiles()
+    # The truth: TRUE applied to the full workload's batches with the real output lengths.
+    fbatches, _ = plan_batches(reqs, lengths, 8, "effbench")
+    truth = sum(TRUE["fixed"] + TRUE["prefill"] * len(b) * max(lengths[q.id] for q in b)
+                + TRUE["step"] * max(gen[q.id] for q in b) + TRUE["row"] * sum(gen[q.id] for q in b) for b in fbatches)
+    # within 10%; the interval is about coefficient and output-length uncertainty, so allow its edge
+    assert abs(mid - truth) / truth < 0.1 and 0.9 * lo <= truth <= 1.1 * hi
+    assert set(proj.run_finish_s) == {"run0", "run1", "run2", "run3"}
+    done = answered_by(proj, mid / 2)
+    assert 0 < sum(done.values()) < len(reqs)  # half the time: part of the work
+    assert sum(answered_by(proj, hi * 2).values()) == len(reqs)
+
+
+def test_outputs_are_bounded_by_max_tokens_and_unprobed_runs_are_pessimistic():
+    reqs = _requests(runs=2, per_run=16, max_tokens=8)
+    lengths = {q.id: 50 for q in reqs}
+    probe = [q for q in reqs if q.origin.run == "run0"][:8]
+    results = recorded([[(50, 30) for _ in probe]])  # 30 generated, but max_tokens is 8 for the rest
+    results = [GenerationResult(q.id, (), r.prompt_tokens, r.output_tokens, r.timings, 0, 8, r.computed_tokens)
+               for q, r in zip(probe, results)]
+    proj = project(reqs, lengths, results, 8, samples=20)
+    assert np.isfinite(proj.total_s).all() and (proj.total_s > 0).all()
