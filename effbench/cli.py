@@ -95,6 +95,7 @@ def run(
     missing_data: Annotated[str, typer.Option(help="With --data-dir, a run whose data is missing: 'auto' stops when a dataset is absent altogether and records runs of an incomplete one as not run (score 0); 'skip' records all as not run; 'stop' stops on any.")] = "auto",
     track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process (starts faster; a hung backend can then not be stopped at the deadline).")] = False,
+    backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")] = False,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model code. Only for trusted submissions.")] = False,
 ) -> None:
@@ -115,6 +116,10 @@ def run(
         elif submission is None:
             raise EffbenchError("run: give a SUBMISSION folder, or --resume OUT to continue a run")
         sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        if resume is not None and config.get("backend"):
+            sub = sub.with_backend(config["backend"])
+        elif backend is not None:
+            sub = sub.with_backend(backend)
         suite_obj = load_suite(suite)
         if resume is None:
             for name, value, allowed in (("--missing-data", missing_data, ("auto", "skip", "stop")),
@@ -219,6 +224,7 @@ def check(
     data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets (see `run`).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights and hardware-profile cache.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process.")] = False,
+    backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
 ) -> None:
     """The pre-submission timeout check: from a short probe, will SUBMISSION finish the suite within
@@ -236,6 +242,7 @@ def check(
         if order not in ("effbench", "helm") or semantics not in ("item", "helm"):
             raise EffbenchError("--order must be effbench or helm; --semantics item or helm")
         sub = Submission.load(submission)
+        sub = sub.with_backend(backend) if backend else sub
         suite_obj = load_suite(suite)
         out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}-check"
         opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,

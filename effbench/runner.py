@@ -73,7 +73,8 @@ def save_run_config(opts: RunOptions, submission: Submission, suite: str, allow_
     opts.out.mkdir(parents=True, exist_ok=True)
     suite_ref = str(Path(suite).resolve()) if suite.endswith(".toml") else suite
     (opts.out / RUN_CONFIG).write_text(json.dumps({
-        "submission": str(submission.folder), "suite": suite_ref, "allow_pickle": allow_pickle,
+        "submission": str(submission.folder), "suite": suite_ref, "backend": submission.manifest.backend,
+        "allow_pickle": allow_pickle,
         "trust_remote_code": trust_remote_code, "options": opts.to_json(),
     }, indent=2))
 

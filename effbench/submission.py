@@ -210,6 +210,16 @@ class Submission:
 
         return cls(folder, m, base_dir, base_id, adapter_dir, tokenizer_dir, allow_pickle, trust_remote_code)
 
+    def with_backend(self, name: str) -> Submission:
+        """The same submission served by another backend (`--backend`); its backend_args stay."""
+        from dataclasses import replace
+
+        try:
+            manifest = Manifest.model_validate({**self.manifest.model_dump(), "backend": name})
+        except ValidationError as e:
+            raise EffbenchError(f"--backend: {e.errors()[0]['msg']}") from None
+        return replace(self, manifest=manifest)
+
     def fetch_hub_base(self) -> Submission:
         """A hub-id base downloaded (configs, safetensors, tokenizer; pickles only with
         allow_pickle) and validated like a local folder. Needs the network: offline, one line."""

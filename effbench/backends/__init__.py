@@ -11,6 +11,7 @@ from effbench.submission import Submission
 # name -> "module:Class"; the manifest's `backend` field is checked against these keys.
 BACKENDS: dict[str, str] = {
     "hf": "effbench.backends.hf:HFBackend",
+    "vllm": "effbench.backends.vllm:VLLMBackend",
     "fault": "effbench.backends.fault:FaultBackend",  # hf with injected delays, hangs, crashes (testing)
 }
 

@@ -21,6 +21,7 @@ from effbench.contracts import (
     Timings,
     TokenLogprob,
 )
+from effbench.backends.common import completion, request_problem, token_texts
 from effbench.merge import merged_model_dir
 from effbench.submission import Submission
 
@@ -114,11 +115,7 @@ class HFBackend:
         results: list[GenerationResult | None] = [None] * len(batch)
         runnable: list[int] = []
         for i, (req, ids) in enumerate(zip(batch, encoded)):
-            error = None
-            if len(ids) + req.max_tokens > limit:
-                error = f"prompt of {len(ids)} tokens + max_tokens {req.max_tokens} exceeds max_sequence_length {limit}"
-            elif req.num_completions < 1 or req.max_tokens < 0:
-                error = f"invalid request: num_completions={req.num_completions}, max_tokens={req.max_tokens}"
+            error = request_problem(req, len(ids), limit)
             if error:
                 results[i] = GenerationResult(req.id, (), len(ids), 0, Timings(queued, queued, None, time.time()), bid, len(batch), 0, error)
             else:
@@ -261,19 +258,6 @@ class HFBackend:
             piece = self._piece_cache[token_id] = self.tokenizer.decode([token_id])
         return piece
 
-    def _token_texts(self, ids: list[int]) -> list[str]:
-        """Per-token texts whose concatenation is exactly decode(ids) (multi-byte characters
-        split across tokens land on the token that completes them)."""
-        texts, prev = [], ""
-        for i in range(len(ids)):
-            cur = self.tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
-            if cur.endswith("\ufffd") and i + 1 < len(ids):
-                texts.append("")
-                continue
-            texts.append(cur[len(prev) :])
-            prev = cur
-        return texts
-
     def _prompt_logprobs(self, reqs, encoded, input_ids, logits, L) -> list[list[TokenLogprob] | None]:
         """Logprob of each prompt token given the ones before it (echo_prompt)."""
         lps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, L-1, V]: predicts position t+1
@@ -287,25 +271,14 @@ class HFBackend:
             start = L - len(ids)
             row = nxt[b, start:].tolist()  # logprob of ids[1:], conditioned on what precedes
             body = [(j, t) for j, t in enumerate(ids) if t not in special]
-            texts = self._token_texts([t for _, t in body])
+            texts = token_texts(self.tokenizer, [t for _, t in body])
             out.append([TokenLogprob(text, row[j - 1] if j > 0 else 0.0, (), t) for (j, t), text in zip(body, texts)])
         return out
 
     def _assemble(self, reqs, encoded, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps, timings, bid, bsize):
         by_req: list[list[Completion]] = [[] for _ in reqs]
         for r, b in enumerate(row_req):
-            req = reqs[b]
-            ids = tok_ids[r]
-            texts = self._token_texts(ids)
-            tokens = [TokenLogprob(t, lp, top, i) for t, lp, top, i in zip(texts, tok_lps[r], tok_tops[r], ids)]
-            text = "".join(texts)
-            reason = finish[r]
-            if req.stop_sequences:
-                tokens, text, reason = _cut_at_stop(tokens, text, req.stop_sequences, reason)
-            if req.echo_prompt:
-                tokens = list(prompt_lps[b]) + tokens
-                text = req.prompt + text
-            by_req[b].append(Completion(text, tuple(tokens), reason))
+            by_req[b].append(completion(self.tokenizer, reqs[b], tok_ids[r], tok_lps[r], tok_tops[r], finish[r], prompt_lps[b]))
         results = []
         for b, req in enumerate(reqs):
             out_toks = sum(len(tok_ids[r]) for r, rb in enumerate(row_req) if rb == b)
@@ -323,24 +296,6 @@ class HFBackend:
                 )
             )
         return results
-
-
-def _cut_at_stop(tokens: list[TokenLogprob], text: str, stops: Sequence[str], reason: str):
-    """HELM's rule: the text ends just before the earliest stop sequence; tokens past it go,
-    and a token that straddles the cut keeps only its part before it."""
-    hits = [text.find(s) for s in stops if s in text]
-    if not hits:
-        return tokens, text, reason
-    cut = min(hits)
-    kept, pos = [], 0
-    for t in tokens:
-        if pos >= cut:
-            break
-        if pos + len(t.text) > cut:
-            t = TokenLogprob(t.text[: cut - pos], t.logprob, t.top_logprobs, t.token_id)
-        kept.append(t)
-        pos += len(t.text)
-    return kept, text[:cut], "stop"
 
 
 def _completion_numbers(reqs: Sequence[GenerationRequest]):
