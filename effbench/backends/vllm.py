@@ -32,6 +32,7 @@ from effbench.merge import merged_model_dir
 from effbench.submission import Submission
 
 CPU_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+QUIET = {"VLLM_LOGGING_LEVEL": "WARNING"}  # vLLM logs every engine detail at INFO: effbench reports its own
 ADAPTER_ECHO_REFUSAL = ("echo_prompt needs prompt logprobs, which crash vLLM's CPU engine with LoRA enabled"
                         " (punica_cpu.add_lora_logits); serve with lora_mode = \"merged\"")
 
@@ -78,6 +79,8 @@ class VLLMBackend:
         import torch
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        for k, v in QUIET.items():
+            os.environ.setdefault(k, v)
         if self.device == "cpu":
             for k, v in CPU_DEFAULTS.items():
                 os.environ.setdefault(k, v)
