@@ -94,3 +94,21 @@ def test_vllm_adapter_mode_refuses_prompt_logprobs_and_agrees_with_merged(demo_s
         assert [t.logprob for t in a] == pytest.approx([t.logprob for t in b], abs=1e-2)
     finally:
         be.close()
+
+
+@pytest.mark.slow
+def test_run_with_the_vllm_backend_completes_the_default_suite(demo_submission, cache_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from effbench.cli import app
+
+    pytest.importorskip("vllm")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(demo_submission), "--backend", "vllm", "--out", str(out), "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["backend"]["name"] == "vllm" and results["backend"]["process"] == "worker"
+    assert len(results["runs"]) == 4 and all(r["status"] == "finished" and r["errors"] == 0 for r in results["runs"])
+    assert results["totals"]["answered"] == 80
