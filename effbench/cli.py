@@ -278,6 +278,31 @@ def check(
 
 
 @app.command()
+def serve(
+    submission: Annotated[Path, typer.Argument(help="Submission folder (with effbench.toml).")],
+    host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; 0.0.0.0 or a public address lets anyone who reaches the port run the model and read its answers (no authentication, no TLS).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (HELM's HTTPModelClient uses 8080; the challenge's containers 80).")] = 8080,
+    max_batch: Annotated[Optional[int], typer.Option(min=1, help="Most requests in one batch. Default: the submission's limits.max_batch_size (also the ceiling).")] = None,
+    batch_window_ms: Annotated[float, typer.Option(min=0, help="How long a batch's first request waits for others to join it (milliseconds).")] = 5.0,
+    one_at_a_time: Annotated[bool, typer.Option("--one-at-a-time", help="Batches of one, no gathering, as the challenge's sample servers did (for comparison).")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+) -> None:
+    """Serve SUBMISSION over the challenge's HTTP API until Ctrl-C: POST /process (the sample
+    servers' and HELM's fields; top_k is accepted and ignored), POST /tokenize, POST /decode,
+    GET /health (model, batch statistics). Concurrent requests are gathered into batches; bad
+    requests get a 4xx with a JSON {"error": ...}, bodies over 1 MiB a 413. Details: effbench/serve.py."""
+    try:
+        from effbench.serve import serve as run_server
+
+        run_server(submission, host=host, port=port, max_batch=max_batch, window_s=batch_window_ms / 1000,
+                   one_at_a_time=one_at_a_time, cache_dir=cache_dir, backend=backend,
+                   on_ready=lambda line: console.print(escape(line), highlight=False, soft_wrap=True))
+    except EffbenchError as e:
+        _fail(e)
+
+
+@app.command()
 def simulate(
     out: Annotated[Path, typer.Argument(help="Output folder of a finished `effbench run`.")],
     budget: Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 30m,60m,300m.")] = "1m,5m,30m,60m,300m",

@@ -62,28 +62,27 @@ class NotExecutedByHelmClient(Client):
         raise RuntimeError("effbench models are executed by effbench's scheduler, not by a HELM client")
 
 
-def register_model(helm_name: str, tokenizer_dir: Path, max_sequence_length: int) -> None:
-    """Register deployment, tokenizer and metadata for `helm_name` (idempotent per process)."""
+def register_model(helm_name: str, tokenizer_dir: Path | None, max_sequence_length: int, endpoint: str | None = None) -> None:
+    """Register deployment, tokenizer and metadata for `helm_name` (idempotent per process).
+    A local tokenizer folder is read by HELM's HuggingFaceTokenizer; a remote server (backend
+    http) tokenizes through its own /tokenize and /decode with HELM's HTTPModelTokenizer."""
     if helm_name in _registered:
         return
-    from transformers import AutoTokenizer
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    # HELM fits prompts with token counts that leave out the special tokens the tokenizer adds
-    # (BOS); the model sees them, so HELM's window is the model's minus those.
-    n_special = len(tok.encode("", add_special_tokens=True))
+        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        # HELM fits prompts with token counts that leave out the special tokens the tokenizer adds
+        # (BOS); the model sees them, so HELM's window is the model's minus those.
+        n_special = len(tok.encode("", add_special_tokens=True))
+        spec = TokenizerSpec(class_name="helm.tokenizers.huggingface_tokenizer.HuggingFaceTokenizer",
+                             args={"pretrained_model_name_or_path": str(tokenizer_dir)})
+        eot, prefix = tok.eos_token or "", tok.bos_token or ""
+    else:
+        n_special, eot, prefix = 0, "", ""
+        spec = TokenizerSpec(class_name="helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer", args={"base_url": endpoint})
     register_model_metadata(get_unknown_model_metadata(helm_name))
-    register_tokenizer_config(
-        TokenizerConfig(
-            name=helm_name,
-            tokenizer_spec=TokenizerSpec(
-                class_name="helm.tokenizers.huggingface_tokenizer.HuggingFaceTokenizer",
-                args={"pretrained_model_name_or_path": str(tokenizer_dir)},
-            ),
-            end_of_text_token=tok.eos_token or "",
-            prefix_token=tok.bos_token or "",
-        )
-    )
+    register_tokenizer_config(TokenizerConfig(name=helm_name, tokenizer_spec=spec, end_of_text_token=eot, prefix_token=prefix))
     register_model_deployment(
         ModelDeployment(
             name=helm_name,

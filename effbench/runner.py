@@ -181,7 +181,7 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
         staged = stage(opts.data_dir, helm_dir)
         stage_perturbation_resources(opts.data_dir, helm_dir)
     helm_name = helm_model_name(submission.name)
-    register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length)
+    register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length, submission.manifest.endpoint)
 
     not_run: dict[str, str] = {}
     entries = []
@@ -336,7 +336,21 @@ def _start(executor) -> dict:
 
 
 def _prompt_lengths(submission: Submission, requests: list[GenerationRequest]) -> dict[str, int]:
-    """Prompt tokens of every request, with the submission's own tokenizer (for batching)."""
+    """Prompt tokens of every request, with the submission's own tokenizer (for batching); a
+    remote server's through its /tokenize."""
+    if submission.tokenizer_dir is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from effbench.backends.http import HTTPBackend
+
+        remote = HTTPBackend(submission)
+        remote.start()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                counts = list(pool.map(lambda r: len(remote.tokenize(r.prompt)), requests))
+        finally:
+            remote.close()
+        return {r.id: n for r, n in zip(requests, counts)}
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(submission.tokenizer_dir), local_files_only=True,

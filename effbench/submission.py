@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.contracts import EffbenchError
 
@@ -35,7 +35,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$", max_length=100)
-    base: str = Field(min_length=1, description="local folder, or a hub id (org/name) when online")
+    base: str | None = Field(None, min_length=1, description="local folder, or a hub id (org/name) when online")
     adapter: str | None = Field(None, description="LoRA adapter folder (peft format)")
     tokenizer: str | None = Field(None, description="tokenizer folder; default: the base folder")
     backend: str = "hf"
@@ -43,6 +43,13 @@ class Manifest(BaseModel):
     quantization: Literal["none", "bnb-4bit", "bnb-8bit"] = "none"
     limits: Limits = Field(default_factory=Limits)
     backend_args: dict[str, Any] = Field(default_factory=dict, description="passed through to the backend")
+    endpoint: str | None = Field(None, pattern=r"^https?://", description="the server's URL (backend http)")
+
+    @model_validator(mode="after")
+    def _base_unless_remote(self) -> "Manifest":
+        if self.base is None and self.backend != "http":
+            raise ValueError("base: required unless backend = \"http\" (a remote server has its own model)")
+        return self
 
     @field_validator("backend")
     @classmethod
@@ -171,6 +178,8 @@ class Submission:
         m = read_manifest(folder)
         mpath = folder / MANIFEST_NAME
 
+        if m.base is None:  # a remote server (backend http): no weights here to check
+            return cls(folder, m, None, None, None, None, allow_pickle, trust_remote_code)
         base_id = m.base if base_dir is not None else None
         base_dir = base_dir or (folder / m.base).resolve()
         if not base_dir.is_dir():
@@ -223,7 +232,7 @@ class Submission:
     def fetch_hub_base(self) -> Submission:
         """A hub-id base downloaded (configs, safetensors, tokenizer; pickles only with
         allow_pickle) and validated like a local folder. Needs the network: offline, one line."""
-        if self.base_dir is not None:
+        if self.base_dir is not None or self.manifest.base is None:
             return self
         from huggingface_hub import snapshot_download
 

@@ -12,6 +12,7 @@ from effbench.submission import Submission
 BACKENDS: dict[str, str] = {
     "hf": "effbench.backends.hf:HFBackend",
     "vllm": "effbench.backends.vllm:VLLMBackend",
+    "http": "effbench.backends.http:HTTPBackend",  # any server of the challenge's API
     "fault": "effbench.backends.fault:FaultBackend",  # hf with injected delays, hangs, crashes (testing)
 }
 

@@ -1,0 +1,359 @@
+"""`effbench serve`: a real uvicorn server on 127.0.0.1 over the demo model's HF backend, queried
+with a real HTTP client: answers equal the backend's own, both field-name styles, batching under
+concurrency, and every bad input answered with a 4xx while the server keeps serving."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from effbench.cli import app as cli_app  # noqa: E402
+from effbench.contracts import EffbenchError, GenerationRequest  # noqa: E402
+from effbench.serve import create_app  # noqa: E402
+
+PROMPTS = [
+    "the answer is",
+    "Question: how many minutes are in the budget?\nAnswer:",
+    "one two three four five six seven eight nine ten",
+    "Explicit is better than implicit.",
+    "a",
+    "score time budget minute second token prompt output input run suite scenario metric",
+    "Errors should never pass silently. In the face of ambiguity,",
+    "( ) [ ] { }",
+    "the run is over",
+    "minute minute minute",
+    "In the face of ambiguity, refuse the temptation to guess.",
+    "1 2 3 4 5",
+]
+GREEDY = 1e-7  # what HELM sends for temperature 0
+
+
+@contextlib.contextmanager
+def running(app):
+    """The app under uvicorn on a free 127.0.0.1 port, in a background thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not come up"
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(hf_backend):
+    # A 50 ms window makes gathering certain in the concurrency test; max batch: the demo's 8.
+    with running(create_app(hf_backend, window_s=0.05)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server, timeout=120) as c:
+        yield c
+
+
+def expected(hf_backend, prompt, **kw):
+    """The backend's own answer (called while the server is idle: the backend is not thread-safe)."""
+    (res,) = hf_backend.generate([GenerationRequest(id="x", prompt=prompt, **kw)])
+    assert res.ok, res.error
+    return res.completions[0]
+
+
+def assert_same(body, completion):
+    assert body["text"] == completion.text
+    assert [t["text"] for t in body["tokens"]] == [t.text for t in completion.tokens]
+    assert [t["logprob"] for t in body["tokens"]] == pytest.approx([t.logprob for t in completion.tokens], abs=1e-4)
+    assert body["logprob"] == pytest.approx(completion.logprob, abs=1e-3)
+    assert body["logprob"] == pytest.approx(sum(t["logprob"] for t in body["tokens"]), abs=1e-6)
+    assert body["request_time"] >= 0
+
+
+def still_serving(client):
+    h = client.get("/health")
+    assert h.status_code == 200 and h.json()["status"] == "ok"
+    r = client.post("/process", json={"prompt": PROMPTS[0], "max_new_tokens": 2, "temperature": GREEDY})
+    assert r.status_code == 200 and r.json()["tokens"]
+
+
+# ---- answers -------------------------------------------------------------------------------------
+def test_health_names_model_and_backend(client):
+    h = client.get("/health").json()
+    assert h["model"] == "demo" and h["backend"] == "hf" and h["max_batch"] == 8
+    assert {"batches", "requests", "largest_batch", "batch_sizes"} <= set(h["stats"])
+
+
+def test_helm_style_greedy_equals_backend(client, hf_backend):
+    # Exactly the body HELM's HTTPModelClient sends for a greedy request.
+    body = {"prompt": PROMPTS[1], "temperature": GREEDY, "num_return_sequences": 1, "max_new_tokens": 12,
+            "top_p": 1.0, "echo_prompt": False, "top_k_per_token": 1, "stop_sequences": []}
+    r = client.post("/process", json=body)
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == {"text", "tokens", "logprob", "request_time"}
+    assert_same(r.json(), expected(hf_backend, PROMPTS[1], max_tokens=12, temperature=GREEDY))
+
+
+def test_sample_server_style_fields(client, hf_backend):
+    # The sample servers' names: num_samples, top_k (ignored), seed; defaults max_new_tokens 50, temperature 0.8.
+    body = {"prompt": PROMPTS[2], "num_samples": 1, "max_new_tokens": 10, "top_k": 200, "temperature": GREEDY, "seed": 7}
+    r = client.post("/process", json=body)
+    assert r.status_code == 200, r.text
+    assert_same(r.json(), expected(hf_backend, PROMPTS[2], max_tokens=10, temperature=GREEDY, seed=7))
+    # Seeded sampling at the default temperature 0.8 is reproducible and equals the backend's.
+    a, b = (client.post("/process", json={"prompt": PROMPTS[3], "max_new_tokens": 8, "seed": 3}).json() for _ in range(2))
+    assert a["text"] == b["text"]
+    assert_same(a, expected(hf_backend, PROMPTS[3], max_tokens=8, temperature=0.8, seed=3))
+
+
+def test_default_max_new_tokens_is_50(client, hf_backend):
+    r = client.post("/process", json={"prompt": PROMPTS[4], "temperature": GREEDY})
+    assert_same(r.json(), expected(hf_backend, PROMPTS[4], max_tokens=50, temperature=GREEDY))
+
+
+def test_stop_sequences_cut_the_text(client, hf_backend):
+    full = expected(hf_backend, PROMPTS[0], max_tokens=30, temperature=GREEDY)
+    stop = full.text[len(full.text) // 2 :][:2]  # a piece of its second half, so there is text before it
+    assert stop.strip()
+    r = client.post("/process", json={"prompt": PROMPTS[0], "max_new_tokens": 30, "temperature": GREEDY, "stop_sequences": [stop]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["text"] == full.text[: full.text.find(stop)] and stop not in body["text"]
+    assert_same(body, expected(hf_backend, PROMPTS[0], max_tokens=30, temperature=GREEDY, stop_sequences=(stop,)))
+
+
+def test_echo_prompt_returns_prompt_and_its_logprobs(client, hf_backend):
+    r = client.post("/process", json={"prompt": PROMPTS[3], "max_new_tokens": 0, "temperature": GREEDY, "echo_prompt": True})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["text"] == PROMPTS[3] and "".join(t["text"] for t in body["tokens"]) == PROMPTS[3]
+    assert_same(body, expected(hf_backend, PROMPTS[3], max_tokens=0, temperature=GREEDY, echo_prompt=True))
+    more = client.post("/process", json={"prompt": PROMPTS[3], "max_new_tokens": 4, "temperature": GREEDY, "echo_prompt": True}).json()
+    assert more["text"].startswith(PROMPTS[3]) and len(more["tokens"]) > len(body["tokens"])
+
+
+def test_top_k_per_token_gives_top_logprob_dicts(client, hf_backend):
+    k = 4
+    r = client.post("/process", json={"prompt": PROMPTS[5], "max_new_tokens": 6, "temperature": GREEDY, "top_k_per_token": k})
+    assert r.status_code == 200
+    body = r.json()
+    want = expected(hf_backend, PROMPTS[5], max_tokens=6, temperature=GREEDY, top_k_per_token=k)
+    assert_same(body, want)
+    for tok, w in zip(body["tokens"], want.tokens):
+        texts = [t for t, _ in w.top_logprobs]
+        assert len(tok["top_logprob"]) == len(set(texts)) <= k  # a repeated piece text is kept once (the best)
+        assert len(texts) == k
+        best_text, best_lp = w.top_logprobs[0]
+        assert tok["top_logprob"][best_text] == pytest.approx(best_lp, abs=1e-6)
+        assert tok["top_logprob"][tok["text"]] == pytest.approx(tok["logprob"], abs=1e-4)  # greedy: the pick is the best
+    assert any(len(t["top_logprob"]) == k for t in body["tokens"])
+
+
+def test_num_return_sequences_answers_with_the_first(client, hf_backend):
+    r = client.post("/process", json={"prompt": PROMPTS[6], "max_new_tokens": 5, "temperature": GREEDY, "num_return_sequences": 3})
+    assert r.status_code == 200
+    assert_same(r.json(), expected(hf_backend, PROMPTS[6], max_tokens=5, temperature=GREEDY, num_completions=3))
+
+
+def test_tokenize_decode_round_trip(client, hf_backend):
+    text = "Errors should never pass silently: 1234 ( ) [ ]\n\nok"
+    t = client.post("/tokenize", json={"text": text})
+    assert t.status_code == 200
+    tokens = t.json()["tokens"]
+    assert tokens == hf_backend.tokenize(text) and t.json()["request_time"] >= 0
+    d = client.post("/decode", json={"tokens": tokens})
+    assert d.status_code == 200 and d.json()["text"] == text
+    # HELM's body: truncation and max_length.
+    cut = client.post("/tokenize", json={"text": text, "truncation": True, "max_length": 3}).json()["tokens"]
+    assert cut == tokens[:3]
+    assert client.post("/tokenize", json={"text": text, "truncation": False, "max_length": 3}).json()["tokens"] == tokens
+
+
+# ---- batching ------------------------------------------------------------------------------------
+def test_concurrent_requests_are_batched_and_answered_correctly(client, server, hf_backend):
+    want = {p: expected(hf_backend, p, max_tokens=8, temperature=GREEDY) for p in PROMPTS}
+    before = client.get("/health").json()["stats"]
+    start = threading.Barrier(len(PROMPTS))
+
+    def one(prompt):
+        with httpx.Client(base_url=server, timeout=120) as c:
+            start.wait()
+            return prompt, c.post("/process", json={"prompt": prompt, "max_new_tokens": 8, "temperature": GREEDY})
+
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        answers = list(pool.map(one, PROMPTS))
+    for prompt, r in answers:
+        assert r.status_code == 200, r.text
+        assert_same(r.json(), want[prompt])
+    after = client.get("/health").json()["stats"]
+    assert after["requests"] - before["requests"] == len(PROMPTS)
+    batches = after["batches"] - before["batches"]
+    assert batches < len(PROMPTS)  # so at least one batch held more than one request
+    assert after["largest_batch"] > 1 and after["largest_batch"] <= 8
+
+
+def test_one_at_a_time_never_batches(hf_backend, server):
+    app = create_app(hf_backend, one_at_a_time=True, max_batch=8, window_s=1.0)  # one_at_a_time wins
+    with running(app) as url:
+        with ThreadPoolExecutor(4) as pool:
+            rs = list(pool.map(lambda p: httpx.post(f"{url}/process", json={"prompt": p, "max_new_tokens": 3, "temperature": GREEDY}, timeout=120), PROMPTS[:4]))
+        assert all(r.status_code == 200 for r in rs)
+        h = httpx.get(f"{url}/health").json()
+    assert h["one_at_a_time"] and h["max_batch"] == 1
+    assert h["stats"]["batches"] == 4 and h["stats"]["largest_batch"] == 1
+
+
+def test_a_raising_batch_fails_only_its_culprit(hf_backend, server):
+    class Poisoned:
+        """The HF backend, except that generate() raises when a batch holds the prompt 'POISON'."""
+
+        name = "hf"
+        capabilities = hf_backend.capabilities
+        submission = hf_backend.submission
+
+        def generate(self, batch):
+            if any(r.prompt == "POISON" for r in batch):
+                raise RuntimeError("poisoned batch")
+            return hf_backend.generate(batch)
+
+        tokenize, decode = hf_backend.tokenize, hf_backend.decode
+
+    with running(create_app(Poisoned(), window_s=0.2)) as url:
+        prompts = ["POISON", PROMPTS[0], PROMPTS[1]]
+        with ThreadPoolExecutor(3) as pool:
+            rs = list(pool.map(lambda p: httpx.post(f"{url}/process", json={"prompt": p, "max_new_tokens": 3, "temperature": GREEDY}, timeout=120), prompts))
+        h = httpx.get(f"{url}/health").json()
+    assert rs[0].status_code == 500 and "poisoned batch" in rs[0].json()["error"]
+    assert rs[1].status_code == 200 and rs[2].status_code == 200
+    assert h["stats"]["backend_exceptions"] >= 1
+
+
+def test_max_batch_above_the_submission_limit_is_refused(hf_backend):
+    with pytest.raises(EffbenchError, match="max_batch_size"):
+        create_app(hf_backend, max_batch=9)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+BAD_PROCESS = [
+    pytest.param({"max_new_tokens": 5}, 422, "prompt", id="no-prompt"),
+    pytest.param({"prompt": 123}, 422, "prompt", id="prompt-not-a-string"),
+    pytest.param({"prompt": "hi", "max_new_tokens": "many"}, 422, "max_new_tokens", id="max-new-tokens-not-an-int"),
+    pytest.param({"prompt": "hi", "max_new_tokens": -1}, 422, "max_new_tokens", id="negative-max-new-tokens"),
+    pytest.param({"prompt": "hi", "num_samples": 0}, 422, "num_samples", id="zero-num-samples"),
+    pytest.param({"prompt": "hi", "num_return_sequences": -2}, 422, "num_return_sequences", id="negative-num-return-sequences"),
+    pytest.param({"prompt": "hi", "num_samples": 2, "num_return_sequences": 3}, 422, "disagree", id="counts-disagree"),
+    pytest.param({"prompt": "hi", "temperature": -0.5}, 422, "temperature", id="negative-temperature"),
+    pytest.param({"prompt": "hi", "top_p": 0}, 422, "top_p", id="zero-top-p"),
+    pytest.param({"prompt": "hi", "top_k_per_token": 0}, 422, "top_k_per_token", id="zero-top-k-per-token"),
+    pytest.param({"prompt": "hi", "top_k_per_token": 1000}, 400, "top_k_per_token", id="top-k-per-token-too-many"),
+    pytest.param({"prompt": "hi", "stop_sequences": "\n"}, 422, "stop_sequences", id="stop-sequences-not-a-list"),
+    pytest.param({"prompt": "hi", "seed": -1}, 422, "seed", id="negative-seed"),
+    pytest.param(["prompt", "hi"], 422, "", id="body-not-an-object"),
+    pytest.param({"prompt": "budget " * 3000, "max_new_tokens": 4}, 400, "max_sequence_length", id="prompt-too-long"),
+    pytest.param({"prompt": "the answer is", "max_new_tokens": 5000}, 400, "max_sequence_length", id="window-exceeded-by-max-new-tokens"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "word"), BAD_PROCESS)
+def test_bad_process_requests_get_4xx_and_the_server_keeps_serving(client, body, status, word):
+    r = client.post("/process", json=body)
+    assert r.status_code == status, r.text
+    message = r.json()["error"]
+    assert isinstance(message, str) and message and word in message
+    still_serving(client)
+
+
+def test_too_long_prompt_message_gives_the_token_counts(client, hf_backend):
+    prompt = "budget " * 3000
+    r = client.post("/process", json={"prompt": prompt, "max_new_tokens": 4, "temperature": GREEDY})
+    assert r.status_code == 400
+    n = len(hf_backend.tokenizer.encode(prompt, add_special_tokens=True))
+    assert r.json()["error"] == f"prompt of {n} tokens + max_tokens 4 exceeds max_sequence_length 2048"
+
+
+@pytest.mark.parametrize("path", ["/process", "/tokenize", "/decode"])
+def test_malformed_json_is_a_422(client, path):
+    r = client.post(path, content=b'{"prompt": "hi", ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["error"]
+    still_serving(client)
+
+
+def test_json_without_its_content_type_is_a_422_that_says_so(client):
+    r = client.post("/process", content=b'{"prompt": "hi"}', headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["error"]
+    still_serving(client)
+
+
+def test_bad_tokenize_and_decode_requests(client):
+    for path, body in [("/tokenize", {"text": 5}), ("/tokenize", {"text": "hi", "max_length": 0}),
+                       ("/decode", {"tokens": "1 2 3"}), ("/decode", {"tokens": [1, "x"]})]:
+        r = client.post(path, json=body)
+        assert r.status_code == 422, (path, body, r.text)
+        assert r.json()["error"]
+    for ids in ([-1], [2**40]):
+        r = client.post("/decode", json={"tokens": ids})
+        assert r.status_code == 400 and "token id" in r.json()["error"]
+    still_serving(client)
+
+
+def test_huge_body_is_a_413(client, server):
+    big = {"prompt": "x" * (2 << 20)}  # 2 MiB of prompt, over the 1 MiB limit
+    r = client.post("/process", json=big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    still_serving(client)
+
+    def chunks():  # no Content-Length: the limit is counted as the body streams in
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"y" * 65536
+        yield b'"}'
+
+    with httpx.Client(base_url=server, timeout=120) as c:
+        r = c.post("/process", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    still_serving(client)
+
+
+def test_unknown_path_and_method(client):
+    assert client.get("/nope").status_code == 404
+    assert client.get("/process").status_code == 405
+    still_serving(client)
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def test_serve_command_explains_itself():
+    res = CliRunner().invoke(cli_app, ["serve", "--help"])
+    assert res.exit_code == 0
+    out = " ".join(res.output.split())
+    for word in ("/process", "/tokenize", "/decode", "--host", "--max-batch", "--batch-window-ms", "--one-at-a-time", "authentication"):
+        assert word in out, word
+
+
+def test_serve_command_errors_are_one_line(tmp_path):
+    res = CliRunner().invoke(cli_app, ["serve", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "error:" in res.output
