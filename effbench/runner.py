@@ -180,6 +180,12 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
 
         staged = stage(opts.data_dir, helm_dir)
         stage_perturbation_resources(opts.data_dir, helm_dir)
+    if submission.tokenizer_dir is None:  # a remote server: HELM will tokenize through it, so it must answer now
+        from effbench.backends.http import HTTPBackend
+
+        probe = HTTPBackend(submission)
+        probe.start()
+        probe.close()
     helm_name = helm_model_name(submission.name)
     register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length, submission.manifest.endpoint)
 

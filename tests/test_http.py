@@ -1,0 +1,131 @@
+"""The challenge's HTTP API both ways, end to end: `effbench serve` in its own process on
+127.0.0.1; the unmodified `helm-run` with HELM's HTTPModelClient (configured through prod_env
+files) against it on real MMLU data; and `effbench run` with the http backend against it, which
+must give the same metrics as the in-process backend (greedy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from effbench.cli import app
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_submission, cache_dir):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "effbench.cli", "serve", str(demo_submission), "--port", str(port),
+                             "--cache-dir", str(cache_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "effbench serve exited"
+            time.sleep(0.5)
+        else:
+            pytest.fail("effbench serve did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def http_submission(tmp_path: Path, url: str) -> Path:
+    sub = tmp_path / "remote"
+    sub.mkdir()
+    (sub / "effbench.toml").write_text(f'name = "demo"\nbackend = "http"\nendpoint = "{url}"\n[limits]\nmax_batch_size = 8\n')
+    return sub
+
+
+def run_texts(out: Path) -> dict[str, list[str]]:
+    results = json.loads((out / "results.json").read_text())
+    texts = {}
+    for r in results["runs"]:
+        state = json.loads((out / r["helm_run_dir"] / "scenario_state.json").read_text())
+        texts[r["entry"]] = [s["result"]["completions"][0]["text"] for s in state["request_states"]]
+    return texts
+
+
+def test_effbench_run_over_http_equals_the_in_process_backend(server, demo_submission, cache_dir, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "remote-out"
+    res = runner.invoke(app, ["run", str(demo_submission), "--out", str(local), "--cache-dir", str(cache_dir), "--in-process"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", str(http_submission(tmp_path, server)), "--out", str(remote), "--cache-dir", str(cache_dir)])
+    assert res.exit_code == 0, res.output
+    a = json.loads((local / "results.json").read_text())
+    b = json.loads((remote / "results.json").read_text())
+    assert b["backend"]["name"] == "http"
+    assert [r["metrics"] for r in a["runs"]] == [r["metrics"] for r in b["runs"]]
+    assert run_texts(local) == run_texts(remote)
+    assert b["totals"]["errors"] == 0 and b["totals"]["answered"] == 80
+
+
+def test_unmodified_helm_run_against_effbench_serve(server, shared_data, tmp_path):
+    out, env_dir = tmp_path / "helm-out", tmp_path / "prod_env"
+    env_dir.mkdir()
+    (env_dir / "model_deployments.yaml").write_text(
+        "model_deployments:\n  - name: effbench/served\n    model_name: effbench/served\n    tokenizer_name: effbench/served\n"
+        "    max_sequence_length: 2047\n    client_spec:\n      class_name: \"helm.clients.http_model_client.HTTPModelClient\"\n"
+        f"      args:\n        base_url: \"{server}\"\n")
+    (env_dir / "tokenizer_configs.yaml").write_text(
+        "tokenizer_configs:\n  - name: effbench/served\n    tokenizer_spec:\n"
+        "      class_name: \"helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer\"\n"
+        f"      args:\n        base_url: \"{server}\"\n    end_of_text_token: \"</s>\"\n    prefix_token: \"<s>\"\n")
+    (env_dir / "model_metadata.yaml").write_text(
+        "models:\n  - name: effbench/served\n    display_name: effbench served demo\n    description: effbench serve\n"
+        "    creator_organization_name: effbench\n    access: open\n    release_date: 2026-11-24\n"
+        "    tags: [TEXT_MODEL_TAG, FULL_FUNCTIONALITY_TEXT_MODEL_TAG]\n")
+    (out / "scenarios" / "mmlu").mkdir(parents=True)
+    (out / "scenarios" / "mmlu" / "data").symlink_to(shared_data / "mmlu")
+    helm_run = Path(sys.executable).parent / "helm-run"
+    proc = subprocess.run([str(helm_run), "--run-entries", "mmlu:subject=philosophy,model=effbench/served", "--suite", "t",
+                           "--max-eval-instances", "5", "-n", "4", "--output-path", str(out), "--local-path", str(env_dir)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HELM_LOG_LEVEL": "WARNING"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = [p for p in (out / "runs" / "t").iterdir() if p.name.startswith("mmlu")]
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert any(s["name"]["name"] == "exact_match" for s in stats)
+    state = json.loads((run_dir / "scenario_state.json").read_text())
+    assert len(state["request_states"]) == 5 and all(rs["result"]["success"] for rs in state["request_states"])
+
+
+def test_http_backend_errors_are_data_and_a_dead_server_is_one_line(server, tmp_path):
+    from effbench.backends.http import HTTPBackend
+    from effbench.contracts import GenerationRequest
+    from effbench.submission import Submission
+
+    be = HTTPBackend(Submission.load(http_submission(tmp_path, server)))
+    be.start()
+    try:
+        ok, bad = be.generate([GenerationRequest(id="a", prompt="the answer is", max_tokens=4, top_k_per_token=3),
+                               GenerationRequest(id="b", prompt="budget " * 3000, max_tokens=4)])
+        assert ok.ok and ok.completions[0].tokens and len(ok.completions[0].tokens[0].top_logprobs) == 3
+        assert not bad.ok and ("max_sequence_length" in bad.error or "400" in bad.error)
+    finally:
+        be.close()
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    (dead / "effbench.toml").write_text(f'name = "x"\nbackend = "http"\nendpoint = "http://127.0.0.1:{free_port()}"\n')
+    res = runner.invoke(app, ["run", str(dead), "--out", str(tmp_path / "o"), "--in-process"])
+    assert res.exit_code == 2 and "does not answer /tokenize" in res.output and "Traceback" not in res.output
