@@ -48,7 +48,7 @@ class Manifest(BaseModel):
     @model_validator(mode="after")
     def _base_unless_remote(self) -> "Manifest":
         if self.base is None and self.backend != "http":
-            raise ValueError("base: required unless backend = \"http\" (a remote server has its own model)")
+            raise ValueError("base: required but missing (only backend = \"http\", a remote server, needs none)")
         return self
 
     @field_validator("backend")
@@ -68,6 +68,10 @@ def validation_line(path: Path, err: ValidationError) -> str:
     first = errors[0]
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
+    msg = str(first.get("ctx", {}).get("error", "")) if kind == "value_error" else ""
+    if not first["loc"] and re.match(r"^\w+: ", msg):  # a whole-model check that names its field
+        name, _, why = msg.partition(": ")
+        return f"{path}: field '{name}': {why}"
     if kind == "extra_forbidden":
         return f"{path}: field '{field}': unknown key"
     if kind == "missing":
