@@ -303,6 +303,22 @@ def serve(
 
 
 @app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Output folder of an `effbench run` (or its results.json).")],
+) -> None:
+    """Render a run's results.json again, after checking it against its versioned JSON Schema
+    (effbench/schemas/results.schema.json)."""
+    from effbench.live import print_summary
+    from effbench.results import load_results
+
+    try:
+        results = load_results(out)
+    except EffbenchError as e:
+        _fail(e)
+    print_summary(results, out_console)
+
+
+@app.command()
 def simulate(
     out: Annotated[Path, typer.Argument(help="Output folder of a finished `effbench run`.")],
     budget: Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 30m,60m,300m.")] = "1m,5m,30m,60m,300m",

@@ -49,24 +49,29 @@ class LiveView:
             self.bars.advance(self.run_tasks[r.origin.run], 1)
 
     def summary(self, results: dict, console: Console | None = None) -> None:
-        console = console or self.console
-        t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
-        for col in ("run", "status", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
-            t.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
-        model_suffix = f"model=effbench_{results['submission']['name']}"
-        for r in results["runs"]:
-            t.add_row(
-                r["name"].replace("," + model_suffix, "").replace(":" + model_suffix, ""), r["status"], r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
-                str(r["requests"]), str(r["errors"]), str(r["prompt_tokens"]), str(r["output_tokens"]),
-                f"{r['tokens_per_s'] or 0:.0f}", f"{r['busy_seconds']:.1f}",
-                f"{(r['peak_memory_bytes'] or 0) / 2**20:.0f}",
-            )
-        tot = results["totals"]
+        print_summary(results, console or self.console)
+
+
+def print_summary(results: dict, console: Console) -> None:
+    """The summary table of a results.json (after a run, and again with `effbench report`)."""
+    t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
+    for col in ("run", "status", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
+        t.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
+    model_suffix = f"model=effbench_{results['submission']['name']}"
+    for r in results["runs"]:
+        name = r["name"].replace("," + model_suffix, "").replace(":" + model_suffix, "")
         t.add_row(
-            "[bold]total", f"{tot['not_run']} not run", "mean", "-" if tot["mean_score"] is None else f"{tot['mean_score']:.3f}", str(tot["requests"]),
-            str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]), f"{tot['tokens_per_s'] or 0:.0f}",
-            f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
+            name, r["status"], r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
+            str(r["requests"]), str(r["errors"]), str(r["prompt_tokens"]), str(r["output_tokens"]),
+            f"{r.get('tokens_per_s') or 0:.0f}", f"{r.get('busy_seconds') or 0:.1f}",
+            f"{(r['peak_memory_bytes'] or 0) / 2**20:.0f}",
         )
-        console.print(t)
-        ph = ", ".join(f"{k} {v:.1f}s" for k, v in results["phases"].items())
-        console.print(f"phases: {ph}; memory source: {results['memory_source']}")
+    tot = results["totals"]
+    t.add_row(
+        "[bold]total", f"{tot['not_run']} not run", "mean", "-" if tot["mean_score"] is None else f"{tot['mean_score']:.3f}",
+        str(tot["requests"]), str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]),
+        f"{tot['tokens_per_s'] or 0:.0f}", f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
+    )
+    console.print(t)
+    ph = ", ".join(f"{k} {v:.1f}s" for k, v in results["phases"].items())
+    console.print(f"phases: {ph}; memory source: {results['memory_source']}")

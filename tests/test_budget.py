@@ -32,7 +32,9 @@ def run(sub, out, cache_dir, *extra):
     t0 = time.time()
     res = runner.invoke(app, ["run", str(sub), "--out", str(out), "--cache-dir", str(cache_dir), *extra])
     assert res.exit_code == 0, res.output
-    return json.loads((out / "results.json").read_text()), time.time() - t0
+    from effbench.results import load_results
+
+    return load_results(out), time.time() - t0  # schema-checked: partial, lost and crashed runs too
 
 
 def test_slow_backend_stops_at_the_deadline_item_semantics(demo_submission, cache_dir, tmp_path):

@@ -135,3 +135,18 @@ def test_profile_on_a_gpu_reads_nvml(demo_submission, cache_dir, tmp_path):
     ex = results["profile"]["phases"]["execute"]
     assert ex["peak_gpu_bytes"] > 0 and ex["mean_gpu_util"] is not None
     assert results["profile"]["allocator"]["source"] == "torch.cuda"
+
+
+def test_results_json_follows_its_schema_and_report_renders_it(default_run, tmp_path):
+    from effbench.results import load_results
+
+    out, _ = default_run
+    results = load_results(out)  # validates against effbench/schemas/results.schema.json
+    assert results["schema_version"] == 1
+    res = runner.invoke(app, ["report", str(out)])
+    assert res.exit_code == 0 and "demo on default" in res.output and "dyck_language" in res.output
+    broken = json.loads((out / "results.json").read_text())
+    broken["runs"][0]["status"] = "done"
+    (tmp_path / "results.json").write_text(json.dumps(broken))
+    res = runner.invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "field 'runs/0/status'" in res.output and "Traceback" not in res.output

@@ -28,7 +28,9 @@ def open_run(demo_submission, cache_dir, shared_data, tmp_path_factory):
                               "--data-dir", str(shared_data), "--out", str(out), "--cache-dir", str(cache_dir),
                               "--track", "a100-40gb"])
     assert res.exit_code == 0, res.output
-    return out, json.loads((out / "results.json").read_text()), res.output
+    from effbench.results import load_results
+
+    return out, load_results(out), res.output  # schema-checked: not_run runs too
 
 
 @pytest.mark.slow
