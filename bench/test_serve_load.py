@@ -14,12 +14,9 @@ Run: .venv/bin/pytest bench/test_serve_load.py --benchmark-only -s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -102,7 +99,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 torch = pytest.importorskip("torch")
 
-from effbench.serve import create_app  # noqa: E402
+from effbench.serve import create_app, serve_in_thread  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -118,33 +115,8 @@ def demo_backend(tmp_path_factory):
     be.close()
 
 
-@contextlib.contextmanager
-def running(app):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not come up"
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
-
-
 def _measure(backend, *, one_at_a_time: bool) -> dict:
-    with running(create_app(backend, one_at_a_time=one_at_a_time)) as url:
+    with serve_in_thread(create_app(backend, one_at_a_time=one_at_a_time)) as url:
         proc = subprocess.run([sys.executable, __file__, url], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -37,3 +37,16 @@ def load_results(path: Path) -> dict:
         raise EffbenchError(f"{file}:{e.lineno}: not valid JSON ({e.msg})") from None
     validate(results, file)
     return results
+
+
+def completion_texts(out: Path) -> dict[str, list[str]]:
+    """Run entry -> the first completion's text of each request, from HELM's run folders (for
+    comparing two runs of the same plan)."""
+    results = json.loads((out / "results.json").read_text())
+    texts = {}
+    for r in results["runs"]:
+        if r["helm_run_dir"] is None:
+            continue
+        state = json.loads((out / r["helm_run_dir"] / "scenario_state.json").read_text())
+        texts[r["entry"]] = [s["result"]["completions"][0]["text"] for s in state["request_states"]]
+    return texts

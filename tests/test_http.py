@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
+from effbench.results import completion_texts
 
 runner = CliRunner()
 
@@ -58,15 +59,6 @@ def http_submission(tmp_path: Path, url: str) -> Path:
     return sub
 
 
-def run_texts(out: Path) -> dict[str, list[str]]:
-    results = json.loads((out / "results.json").read_text())
-    texts = {}
-    for r in results["runs"]:
-        state = json.loads((out / r["helm_run_dir"] / "scenario_state.json").read_text())
-        texts[r["entry"]] = [s["result"]["completions"][0]["text"] for s in state["request_states"]]
-    return texts
-
-
 def test_effbench_run_over_http_equals_the_in_process_backend(server, demo_submission, cache_dir, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "remote-out"
     res = runner.invoke(app, ["run", str(demo_submission), "--out", str(local), "--cache-dir", str(cache_dir), "--in-process"])
@@ -77,7 +69,7 @@ def test_effbench_run_over_http_equals_the_in_process_backend(server, demo_submi
     b = json.loads((remote / "results.json").read_text())
     assert b["backend"]["name"] == "http"
     assert [r["metrics"] for r in a["runs"]] == [r["metrics"] for r in b["runs"]]
-    assert run_texts(local) == run_texts(remote)
+    assert completion_texts(local) == completion_texts(remote)
     assert b["totals"]["errors"] == 0 and b["totals"]["answered"] == 80
 
 

@@ -15,19 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
+from effbench.results import completion_texts
 from test_budget import fault_submission
 
 runner = CliRunner()
 EFFBENCH = [sys.executable, "-m", "effbench.cli"]
-
-
-def completions(out: Path) -> dict[str, list[str]]:
-    results = json.loads((out / "results.json").read_text())
-    texts = {}
-    for r in results["runs"]:
-        state = json.loads((out / r["helm_run_dir"] / "scenario_state.json").read_text())
-        texts[r["name"]] = [s["result"]["completions"][0]["text"] for s in state["request_states"]]
-    return texts
 
 
 def scores(out: Path) -> dict[str, dict]:
@@ -68,7 +60,7 @@ def test_kill_9_then_resume_gives_the_metrics_of_an_uninterrupted_run(demo_submi
     assert results["budget"]["resumed_results"] == journaled
     assert results["totals"]["answered"] == 80
     assert scores(out) == scores(ref)
-    assert completions(out) == completions(ref)
+    assert completion_texts(out) == completion_texts(ref)
 
 
 def test_resume_refuses_a_journal_of_another_plan(demo_submission, cache_dir, tmp_path):

@@ -4,10 +4,7 @@ concurrency, and every bad input answered with a 4xx while the server keeps serv
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,7 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from effbench.cli import app as cli_app  # noqa: E402
 from effbench.contracts import EffbenchError, GenerationRequest  # noqa: E402
-from effbench.serve import create_app  # noqa: E402
+from effbench.serve import create_app, serve_in_thread  # noqa: E402
 
 PROMPTS = [
     "the answer is",
@@ -39,37 +36,10 @@ PROMPTS = [
 GREEDY = 1e-7  # what HELM sends for temperature 0
 
 
-@contextlib.contextmanager
-def running(app):
-    """The app under uvicorn on a free 127.0.0.1 port, in a background thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not come up"
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def server(hf_backend):
     # A 50 ms window makes gathering certain in the concurrency test; max batch: the demo's 8.
-    with running(create_app(hf_backend, window_s=0.05)) as url:
+    with serve_in_thread(create_app(hf_backend, window_s=0.05)) as url:
         yield url
 
 
@@ -219,7 +189,7 @@ def test_concurrent_requests_are_batched_and_answered_correctly(client, server, 
 
 def test_one_at_a_time_never_batches(hf_backend, server):
     app = create_app(hf_backend, one_at_a_time=True, max_batch=8, window_s=1.0)  # one_at_a_time wins
-    with running(app) as url:
+    with serve_in_thread(app) as url:
         with ThreadPoolExecutor(4) as pool:
             rs = list(pool.map(lambda p: httpx.post(f"{url}/process", json={"prompt": p, "max_new_tokens": 3, "temperature": GREEDY}, timeout=120), PROMPTS[:4]))
         assert all(r.status_code == 200 for r in rs)
@@ -243,7 +213,7 @@ def test_a_raising_batch_fails_only_its_culprit(hf_backend, server):
 
         tokenize, decode = hf_backend.tokenize, hf_backend.decode
 
-    with running(create_app(Poisoned(), window_s=0.2)) as url:
+    with serve_in_thread(create_app(Poisoned(), window_s=0.2)) as url:
         prompts = ["POISON", PROMPTS[0], PROMPTS[1]]
         with ThreadPoolExecutor(3) as pool:
             rs = list(pool.map(lambda p: httpx.post(f"{url}/process", json={"prompt": p, "max_new_tokens": 3, "temperature": GREEDY}, timeout=120), prompts))
