@@ -10,6 +10,7 @@ expected score, and so the score a budget overrun would cost.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -139,7 +140,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
             "probe_score": scores[p.name],
         })
     mem = fit_submission(submission, target)
-    return {
+    report = {
         "verdict": verdict,
         "exit_code": VERDICT_EXIT[verdict],
         "suite": suite.name,
@@ -165,3 +166,6 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
                    "available_bytes": mem.available_bytes, "max_batch_that_fits": mem.max_batch_that_fits},
         "not_run": plan.not_run,
     }
+    # kept next to the probe's files: `effbench report RUN_OUT --prediction` draws it against a real run
+    (opts.out / "check.json").write_text(json.dumps(report, indent=2, default=str))
+    return report

@@ -126,6 +126,20 @@ class Telemetry:
         vals = [(s.gpu_bytes if s.gpu_bytes is not None else s.rss_bytes) for s in self._window(t0, t1)]
         return max(vals) if vals else 0
 
+    def timeline(self, t0: float, max_points: int = 600) -> dict:
+        """The samples since t0 for the report's plots, thinned to at most max_points (every k-th
+        sample, keeping the peak's) so a five-hour run stays a small file."""
+        w = [s for s in self.samples if s.t >= t0]
+        step = max(1, -(-len(w) // max_points))
+        keep = w[::step]
+        if w:
+            top = max(w, key=lambda s: s.gpu_bytes if s.gpu_bytes is not None else s.rss_bytes)
+            if top not in keep:
+                keep = sorted([*keep, top], key=lambda s: s.t)
+        cols = ("rss_bytes", "cpu_seconds", "gpu_bytes", "gpu_util", "power_w")
+        return {"source": self.source, "t0": t0, "columns": ["t", *cols],
+                "samples": [[round(s.t - t0, 3), *(getattr(s, c) for c in cols)] for s in keep]}
+
     def summary(self, t0: float, t1: float) -> dict:
         """Figures for one phase: peak memory, CPU seconds, and on a GPU utilization, power, energy."""
         w = self._window(t0, t1)

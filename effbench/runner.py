@@ -97,6 +97,8 @@ class Progress:
     on_plan: Callable[[dict[str, int]], None] = lambda requests_per_run: None
     on_batch: Callable[[list[GenerationRequest], list[GenerationResult]], None] = lambda reqs, res: None
     on_warning: Callable[[str], None] = lambda line: None
+    # execution starts: (seconds of budget left or None, total requests to run, telemetry sampler)
+    on_execute: Callable[[float | None, int, "Telemetry"], None] = lambda budget_s, n, sampler: None
 
 
 @dataclass
@@ -261,6 +263,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         info = _start(executor)
         try:
             phase("execute")
+            progress.on_execute(budget_s, len(todo), sampler)
             report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
                 todo, lengths, order=opts.order, budget_s=budget_s, journal=journal, on_batch=progress.on_batch
             )
@@ -317,6 +320,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "profile": {"source": sampler.source,
                     "phases": {p.name: sampler.summary(p.start, p.end) for p in phases},
                     "allocator": allocator},
+        "timeline": sampler.timeline(phases[0].start),
         "environment": environment(info["device"]),
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         "datasets_staged": plan.staged,
