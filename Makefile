@@ -3,7 +3,7 @@
 PY := .venv/bin
 DEMO ?= demo
 
-.PHONY: demo test bench install
+.PHONY: demo test bench bench-check bench-baseline install
 
 install:
 	scripts/install
@@ -20,3 +20,14 @@ test: install
 # pytest-benchmark suites (speed targets live here, not in tests/).
 bench: install
 	$(PY)/pytest bench -q -s --benchmark-only --benchmark-columns=median,rounds --benchmark-autosave
+
+# Regression tracking: the tracked figures (bench/test_tracked.py, ~5 min on 2 cores) against the
+# baseline kept in the repo; fails when a figure is worse than bench/thresholds.toml allows.
+bench-check: install
+	@mkdir -p .bench
+	$(PY)/pytest bench/test_tracked.py -q --benchmark-only --benchmark-json=.bench/current.json
+	$(PY)/effbench bench-compare .bench/current.json --baseline bench/baseline.json --thresholds bench/thresholds.toml
+
+# Measure here and make it the baseline (commit bench/baseline.json with a note on the machine).
+bench-baseline: install
+	$(PY)/pytest bench/test_tracked.py -q --benchmark-only --benchmark-json=bench/baseline.json
