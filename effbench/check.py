@@ -19,7 +19,7 @@ import numpy as np
 
 from effbench.contracts import EffbenchError
 from effbench.predict import FEATURES, answered_by, project, stratified_probe
-from effbench.runner import Progress, RunOptions, _main_metric, _prompt_lengths, _start, plan_suite
+from effbench.runner import Progress, RunOptions, _main_metric, _prompt_shapes, _start, plan_suite
 from effbench.scheduler import InProcess, Scheduler
 from effbench.submission import Submission
 from effbench.suites import Suite
@@ -62,6 +62,18 @@ def _suite_score(suite: Suite, plan, run_scores: dict[str, float]) -> float:
     return float(np.mean([np.mean(v) for v in by.values()])) if by else 0.0
 
 
+def _prefix_cache_entries(submission: Submission) -> int:
+    """How many shared prefixes the backend keeps cached (what the projection may count as free):
+    the HF backend's LRU, vLLM's prefix caching (bounded by KV space, not by count), none known
+    behind an HTTP server."""
+    args = submission.manifest.backend_args
+    if submission.manifest.backend in ("hf", "fault"):
+        return int(args.get("prefix_cache_entries", 4)) if args.get("prefix_reuse", True) else 0
+    if submission.manifest.backend == "vllm":
+        return 1_000_000 if args.get("enable_prefix_caching", True) else 0
+    return 0
+
+
 def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str, probe_fraction: float,
           budget_minutes: float | None, hardware_cache: Path | None, progress: Progress | None = None) -> dict:
     from effbench.backends import make_backend
@@ -85,7 +97,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     requests = plan.requests(suite.name)
     if not requests:
         raise EffbenchError(f"suite {suite.name}: no request to check (every run is filtered out or not run)")
-    lengths = _prompt_lengths(submission, requests)
+    lengths, prefixes = _prompt_shapes(submission, requests)
     probe = stratified_probe(requests, probe_fraction)
     progress.on_plan({"probe": len(probe)})
 
@@ -96,7 +108,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         progress.on_phase("probe")
         t0 = time.time()
         report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
-            probe, lengths, order=opts.order, on_batch=progress.on_batch)
+            probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes)
         probe_s = time.time() - t0
     finally:
         executor.close()
@@ -112,7 +124,8 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
             return np.array([t.fixed, t.prefill, t.step, t.row])
     results = report.results
     proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
-                   order=opts.order, coef_transform=transform)
+                   order=opts.order, coef_transform=transform, groups=prefixes,
+                   prefix_cache_entries=_prefix_cache_entries(submission))
     q05, q50, q95 = proj.quantiles()
     budget_min = suite.budget_minutes if budget_minutes is None else budget_minutes
     budget_s = budget_min * 60

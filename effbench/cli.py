@@ -284,7 +284,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (HELM's HTTPModelClient uses 8080; the challenge's containers 80).")] = 8080,
     max_batch: Annotated[Optional[int], typer.Option(min=1, help="Most requests in one batch. Default: the submission's limits.max_batch_size (also the ceiling).")] = None,
     batch_window_ms: Annotated[float, typer.Option(min=0, help="How long a batch's first request waits for others to join it (milliseconds).")] = 5.0,
-    one_at_a_time: Annotated[bool, typer.Option("--one-at-a-time", help="Batches of one, no gathering, as the challenge's sample servers did (for comparison).")] = False,
+    one_at_a_time: Annotated[bool, typer.Option("--one-at-a-time", help="Batches of one, no gathering, no shared-prefix cache, as the challenge's sample servers did (for comparison).")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
 ) -> None:

@@ -90,6 +90,9 @@ class GenerationResult:
     batch_size: int = 1
     computed_tokens: int = 0  # tokens the backend actually ran through the model for this request
     error: str | None = None
+    # prompt tokens served from a shared prefix's KV cache instead (computed once for its group:
+    # the request that computed it counts them as its own): computed = prompt - cached + generated
+    cached_tokens: int = 0
 
     @property
     def ok(self) -> bool:

@@ -56,6 +56,7 @@ def result_from_json(d: dict) -> GenerationResult:
         batch_id=d["batch_id"],
         batch_size=d["batch_size"],
         computed_tokens=d["computed_tokens"],
+        cached_tokens=d.get("cached_tokens", 0),  # absent in journals written before prefix reuse
         error=d["error"],
     )
 

@@ -6,9 +6,11 @@ every run) runs through the scheduler's real batching. Each probe batch gives on
 
     seconds = fixed + a * prefill_tokens + b * decode_steps + c * decoded_tokens
 
-(prefill_tokens: rows x the longest prompt, padding included; decode_steps: forward passes after
-the prefill, the longest output in the batch; decoded_tokens: all rows' outputs), fitted by
-non-negative least squares. The projection lays out the full suite with the scheduler's own
+(prefill_tokens: rows x the longest prompt, padding included, counting only the tokens not served
+from a shared prefix's cache, plus the shared prefix where this batch computed it; decode_steps:
+forward passes after the prefill, the longest output in the batch; decoded_tokens: all rows'
+outputs), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
+projection replays the scheduler's prefix groups through a cache of the backend's size. The projection lays out the full suite with the scheduler's own
 batching and draws each request's output length from its run's probe outputs (bounded by
 max_tokens), many times, refitting on resampled probe batches each time: the spread of those
 totals is the interval.
@@ -23,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from effbench.contracts import GenerationRequest, GenerationResult
-from effbench.scheduler import plan_batches
+from effbench.scheduler import PrefixGroup, plan_batches
 
 FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
 
@@ -43,7 +45,16 @@ def stratified_probe(requests: Sequence[GenerationRequest], fraction: float, see
 
 def generated_tokens(res: GenerationResult) -> int:
     """Tokens the backend decoded for a request (before stop-sequence cutting): its compute."""
-    return max(res.computed_tokens - res.prompt_tokens, res.output_tokens, 0)
+    return max(res.computed_tokens - (res.prompt_tokens - res.cached_tokens), res.output_tokens, 0)
+
+
+def prefill_tokens(prompts: Sequence[int], cached: Sequence[int]) -> int:
+    """One batch's prefill work: rows x the longest uncached part (padding included), plus the
+    shared prefix where a row of this batch computed it for the others (its cached count is lower)."""
+    shared = max(cached)
+    width = max(p - shared for p in prompts)
+    carried = sum(shared - c for c in cached)
+    return len(prompts) * width + carried
 
 
 def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +70,8 @@ def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray,
         gen = [generated_tokens(m) for m in members]
         t = members[0].timings
         first = t.first_token if t.first_token is not None else t.finished
-        X.append([1.0, len(members) * max(m.prompt_tokens for m in members), max(gen), sum(gen)])
+        pre = prefill_tokens([m.prompt_tokens for m in members], [m.cached_tokens for m in members])
+        X.append([1.0, pre, max(gen), sum(gen)])
         y.append([first - t.started, t.finished - first])
     return np.asarray(X, dtype=float).reshape(-1, len(FEATURES)), np.asarray(y, dtype=float).reshape(-1, 2)
 
@@ -103,9 +115,13 @@ def project(
     samples: int = 300,
     seed: int = 0,
     coef_transform=None,
+    groups: dict[str, PrefixGroup] | None = None,
+    prefix_cache_entries: int = 0,
 ) -> Projection:
     """Project the execute time of `requests` (the whole suite) from the probe's results.
-    `coef_transform` maps fitted coefficients to another machine (roofline translation)."""
+    `coef_transform` maps fitted coefficients to another machine (roofline translation);
+    `groups` and `prefix_cache_entries` (0: the backend caches no prefix) say which prompt
+    tokens the backend will serve from its prefix cache."""
     X, y = batch_observations(probe_results)
     if len(y) == 0:
         raise ValueError("the probe produced no timed batch")
@@ -119,11 +135,10 @@ def project(
         if q.id in by_id and by_id[q.id].ok:
             observed.setdefault(q.origin.run, []).append(generated_tokens(by_id[q.id]))
 
-    batches, dupes = plan_batches(requests, lengths, max_batch_size, order)
+    batches, dupes = plan_batches(requests, lengths, max_batch_size, order, groups)
     flat = [q for b in batches for q in b]
     starts = np.cumsum([0] + [len(b) for b in batches[:-1]])
-    prompt_max = np.array([max(lengths[q.id] for q in b) for b in batches], dtype=float)
-    rows = np.array([sum(q.num_completions for q in b) for b in batches], dtype=float)
+    prefill = np.array(expected_prefill(batches, lengths, groups or {}, prefix_cache_entries), dtype=float)
     rows_per_req = np.array([q.num_completions for q in flat], dtype=float)
 
     # Draw output lengths: [samples, requests]
@@ -146,7 +161,7 @@ def project(
     if coef_transform is not None:
         coefs = np.apply_along_axis(coef_transform, 1, coefs)
         point = coef_transform(point)
-    per_batch = (coefs[:, [0]] + coefs[:, [1]] * (rows * prompt_max)[None, :]
+    per_batch = (coefs[:, [0]] + coefs[:, [1]] * prefill[None, :]
                  + coefs[:, [2]] * steps + coefs[:, [3]] * decoded)  # [samples, batches]
     ends = np.cumsum(per_batch, axis=1)
 
@@ -158,6 +173,29 @@ def project(
             last_batch[run] = bi
     run_finish = {run: ends[:, bi] for run, bi in last_batch.items()}
     return Projection(ends[:, -1], run_finish, ends, batches, point, answers)
+
+
+def expected_prefill(batches: Sequence[Sequence[GenerationRequest]], lengths: dict[str, int],
+                     groups: dict[str, PrefixGroup], cache_entries: int) -> list[int]:
+    """Each batch's prefill tokens as the backend will compute them: a batch whose requests all
+    share a group's prefix runs only their suffixes, plus the prefix itself when it is not in the
+    backend's cache (least recently used, `cache_entries` prefixes)."""
+    cache: list[str] = []
+    out = []
+    for b in batches:
+        g = {groups[q.id] if q.id in groups else None for q in b}
+        group = g.pop() if len(g) == 1 else None
+        if group is None or group.tokens == 0 or cache_entries == 0:
+            out.append(len(b) * max(lengths[q.id] for q in b))
+            continue
+        hit = group.key in cache
+        if hit:
+            cache.remove(group.key)
+        cache.append(group.key)
+        del cache[:-cache_entries]
+        cached = [group.tokens] * len(b) if hit else [0] + [group.tokens] * (len(b) - 1)
+        out.append(prefill_tokens([lengths[q.id] for q in b], cached))
+    return out
 
 
 def answered_by(projection: Projection, budget_s: float) -> dict[str, int]:

@@ -164,12 +164,14 @@ class Telemetry:
 
 def run_performance(results: Sequence[GenerationResult]) -> dict:
     """Per-run figures from its results: prefill and decode tokens/s (each request's share of its
-    batch's prefill and decode time), latency percentiles, batch sizes."""
+    batch's prefill and decode time), latency percentiles, batch sizes. Prefill tokens/s counts the
+    prompt tokens served (cached prefix included: what the user gets per second); `cached_share`
+    says how many of them came from a shared prefix's cache."""
     done = [r for r in results if r.ok and r.timings.started is not None and r.timings.finished is not None]
     if not done:
-        return {"prefill_tokens_per_s": None, "decode_tokens_per_s": None, "latency_s": None, "batch_sizes": {}}
+        return {"prefill_tokens_per_s": None, "decode_tokens_per_s": None, "cached_share": 0.0, "latency_s": None, "batch_sizes": {}}
     prefill_s = decode_s = 0.0
-    prompt = decoded = 0
+    prompt = decoded = cached = 0
     for r in done:
         first = r.timings.first_token if r.timings.first_token is not None else r.timings.finished
         share = 1 / max(r.batch_size, 1)
@@ -177,7 +179,8 @@ def run_performance(results: Sequence[GenerationResult]) -> dict:
         decode_s += (r.timings.finished - first) * share
         if r.computed_tokens > 0:  # fanned-out duplicates computed nothing
             prompt += r.prompt_tokens
-            decoded += max(r.computed_tokens - r.prompt_tokens, 0)
+            cached += r.cached_tokens
+            decoded += max(r.computed_tokens - (r.prompt_tokens - r.cached_tokens), 0)
     lat = np.array([r.timings.finished - r.timings.started for r in done])
     sizes: dict[str, int] = {}
     for r in done:
@@ -185,6 +188,7 @@ def run_performance(results: Sequence[GenerationResult]) -> dict:
     return {
         "prefill_tokens_per_s": round(prompt / prefill_s, 1) if prefill_s > 0 else None,
         "decode_tokens_per_s": round(decoded / decode_s, 1) if decode_s > 0 else None,
+        "cached_share": round(cached / prompt, 4) if prompt else 0.0,
         "latency_s": {f"p{q}": round(float(np.percentile(lat, q)), 4) for q in (50, 90, 99)},
         "batch_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
     }

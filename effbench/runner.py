@@ -254,7 +254,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
 
         journal, done, spent = _open_journal(opts, submission, suite, requests)
         todo = [r for r in requests if r.id not in done]
-        lengths = _prompt_lengths(submission, todo)
+        lengths, prefixes = _prompt_shapes(submission, todo)
         budget_min = suite.budget_minutes if opts.budget_minutes is None else opts.budget_minutes
         budget_s = budget_min * 60 - spent if budget_min and budget_min > 0 else None
 
@@ -265,7 +265,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             phase("execute")
             progress.on_execute(budget_s, len(todo), sampler)
             report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
-                todo, lengths, order=opts.order, budget_s=budget_s, journal=journal, on_batch=progress.on_batch
+                todo, lengths, order=opts.order, budget_s=budget_s, journal=journal, on_batch=progress.on_batch,
+                groups=prefixes,
             )
             phases[-1].end = time.time()
             allocator = executor.allocator_stats() if isinstance(executor, BackendWorker) and executor.alive else {"source": "in-process"}
@@ -345,9 +346,17 @@ def _start(executor) -> dict:
             "load_seconds": w.load_seconds, "merge_seconds": w.merge_seconds, "warm_up_seconds": w.warm_up_seconds}
 
 
-def _prompt_lengths(submission: Submission, requests: list[GenerationRequest]) -> dict[str, int]:
-    """Prompt tokens of every request, with the submission's own tokenizer (for batching); a
-    remote server's through its /tokenize."""
+def _prompt_shapes(submission: Submission, requests: list[GenerationRequest]) -> tuple[dict[str, int], dict]:
+    """(prompt tokens per request, prefix groups): what the scheduler batches and orders by."""
+    from effbench.scheduler import prefix_groups
+
+    ids = _prompt_tokens(submission, requests)
+    return {i: len(t) for i, t in ids.items()}, prefix_groups(requests, ids)
+
+
+def _prompt_tokens(submission: Submission, requests: list[GenerationRequest]) -> dict[str, list[int]]:
+    """Prompt token ids of every request, with the submission's own tokenizer (for batching and
+    prefix groups); a remote server's through its /tokenize."""
     if submission.tokenizer_dir is None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -357,16 +366,16 @@ def _prompt_lengths(submission: Submission, requests: list[GenerationRequest]) -
         remote.start()
         try:
             with ThreadPoolExecutor(8) as pool:
-                counts = list(pool.map(lambda r: len(remote.tokenize(r.prompt)), requests))
+                tokens = list(pool.map(lambda r: list(remote.tokenize(r.prompt)), requests))
         finally:
             remote.close()
-        return {r.id: n for r, n in zip(requests, counts)}
+        return {r.id: t for r, t in zip(requests, tokens)}
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(submission.tokenizer_dir), local_files_only=True,
                                         trust_remote_code=submission.trust_remote_code)
     ids = tok([r.prompt for r in requests], add_special_tokens=True)["input_ids"] if requests else []
-    return {r.id: len(x) for r, x in zip(requests, ids)}
+    return {r.id: x for r, x in zip(requests, ids)}
 
 
 def _open_journal(opts: RunOptions, submission: Submission, suite: Suite, requests: list[GenerationRequest]):
@@ -509,6 +518,8 @@ def _run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path
         "errors": sum(1 for r in res if not r.ok),
         "first_error": next((r.error for r in res if not r.ok), None),
         "prompt_tokens": prompt,
+        # prompt tokens run through the model (the rest came from a shared prefix's cache)
+        "computed_prompt_tokens": sum(r.prompt_tokens - r.cached_tokens for r in res if r.computed_tokens > 0),
         "output_tokens": output,
         "wall_seconds": round(t1 - t0, 4),
         "busy_seconds": round(busy, 4),
@@ -534,6 +545,7 @@ def _totals(runs: list[dict], execute_seconds: float, sampler: Telemetry | None)
         "requests": sum(r["requests"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "prompt_tokens": prompt,
+        "computed_prompt_tokens": sum(r.get("computed_prompt_tokens", 0) for r in runs),
         "output_tokens": output,
         "execute_seconds": round(execute_seconds, 3),
         "tokens_per_s": round((prompt + output) / execute_seconds, 2) if execute_seconds > 0 else None,

@@ -5,10 +5,13 @@ Orders:
 - `helm`: the challenge's. Runs in config order; the requests of one run go out together in
   batches of up to max_batch_size (HELM's `-n`), never mixed with the next run's.
 - `effbench`: identical greedy prompts computed once; the first request of every run first;
-  then requests interleaved across runs by their position within their run, window by window
-  bucketed by max_tokens and prompt length (less padding), the bucket of the most starved run
-  next. Under a tight budget every run has answers: the challenge's geometric mean punishes one
-  empty scenario far more than a thin one.
+  then the rest in chunks of a few batches, each chunk from one prefix group (the requests whose
+  prompts share a long common prefix, found from their tokens: a few-shot run's instructions and
+  in-context examples), bucketed by max_tokens and prompt length (less padding), the chunk of the
+  most starved group next. A chunk's batches share their prefix, so a backend computes it once per
+  chunk (the HF backend's prefix cache, vLLM's prefix caching); chunks rotate, so under a tight
+  budget every run has answers: the challenge's geometric mean punishes one empty scenario far
+  more than a thin one.
 
 The deadline is wall clock from the first request. At the deadline nothing new starts and the
 batch in flight is cancelled: the worker holding it is killed, so a hung backend cannot hold the
@@ -17,6 +20,7 @@ run past it. A crashed worker costs its batch (errors, as data) and is restarted
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
@@ -27,7 +31,40 @@ from effbench.worker import BackendRaised, WorkerCrashed, WorkerTimeout
 
 BatchCallback = Callable[[list[GenerationRequest], list[GenerationResult]], None]
 ORDERS = ("effbench", "helm")
-WINDOW_BATCHES = 8  # effbench order: how many batches' worth of requests are length-sorted together
+CHUNK_BATCHES = 4  # effbench order: batches of one prefix group that go out together
+MIN_SHARED_PREFIX = 32  # tokens: a shorter common prefix is not worth caching (the HF backend's bar too)
+
+
+@dataclass(frozen=True)
+class PrefixGroup:
+    key: str  # requests with the same key share their first `tokens` prompt tokens
+    tokens: int  # 0: no prefix worth sharing (the group is then just the run)
+
+
+def prefix_groups(requests: Sequence[GenerationRequest], token_ids: dict[str, Sequence[int]]) -> dict[str, PrefixGroup]:
+    """Each run's longest common prompt prefix, in tokens. Runs with the same prefix form one group
+    (keyed by the prefix's hash); a run whose prompts share fewer than MIN_SHARED_PREFIX tokens is
+    a group of its own with no prefix. A single-request run shares nothing."""
+    by_run: dict[str, list[GenerationRequest]] = {}
+    for r in requests:
+        by_run.setdefault(r.origin.run, []).append(r)
+    out: dict[str, PrefixGroup] = {}
+    for run, reqs in by_run.items():
+        first = list(token_ids[reqs[0].id])
+        n = len(first) - 1 if len(reqs) > 1 else 0  # every prompt keeps a token of its own
+        for r in reqs[1:]:
+            ids = token_ids[r.id]
+            n = min(n, len(ids) - 1)
+            k = 0
+            while k < n and ids[k] == first[k]:
+                k += 1
+            n = k
+        if n >= MIN_SHARED_PREFIX:
+            group = PrefixGroup("prefix:" + hashlib.sha1(repr(first[:n]).encode()).hexdigest()[:16], n)
+        else:
+            group = PrefixGroup("run:" + run, 0)
+        out.update({r.id: group for r in reqs})
+    return out
 
 
 class Executor(Protocol):
@@ -83,9 +120,11 @@ def _length_batches(reqs: list[GenerationRequest], lengths: dict[str, int], max_
 
 
 def plan_batches(
-    requests: Sequence[GenerationRequest], lengths: dict[str, int], max_batch_size: int, order: str = "effbench"
+    requests: Sequence[GenerationRequest], lengths: dict[str, int], max_batch_size: int, order: str = "effbench",
+    groups: dict[str, PrefixGroup] | None = None,
 ) -> tuple[list[list[GenerationRequest]], dict[str, list[str]]]:
-    """(batches in execution order, duplicates: representative id -> ids answered by it)."""
+    """(batches in execution order, duplicates: representative id -> ids answered by it).
+    `groups` (from prefix_groups): without it, each run is taken as its own group."""
     if order == "helm":
         batches, i = [], 0
         while i < len(requests):
@@ -110,34 +149,33 @@ def plan_batches(
         if key is not None:
             first[key] = r.id
         unique.append(r)
-    size: dict[str, int] = {}
+
+    def group_of(r: GenerationRequest) -> str:
+        return groups[r.id].key if groups is not None and r.id in groups else "run:" + r.origin.run
+
+    members: dict[str, list[GenerationRequest]] = {}
     for r in unique:
-        size[r.origin.run] = size.get(r.origin.run, 0) + 1
-    seen: dict[str, int] = {}
-    pace = []
-    for r in unique:  # position within its run, as a fraction: runs advance together
-        k = seen.get(r.origin.run, 0)
-        seen[r.origin.run] = k + 1
-        pace.append((k / size[r.origin.run], r))
-    pace.sort(key=lambda p: p[0])
+        members.setdefault(group_of(r), []).append(r)
     # First, one request of every run (a handful of batches), so that even a budget that ends
     # after them leaves no run, and so no scenario, with nothing.
-    first = [r for f, r in pace if f == 0.0]
+    first_of_run: dict[str, GenerationRequest] = {}
+    for r in unique:
+        first_of_run.setdefault(r.origin.run, r)
+    first = list(first_of_run.values())
     batches = _length_batches(first, lengths, max_batch_size)
-    interleaved = [r for f, r in pace if f > 0.0]
-    window = max_batch_size * WINDOW_BATCHES
-    done: dict[str, float] = {run: 1 / size[run] for run in size}  # fraction of each run scheduled so far
-    for w in range(0, len(interleaved), window):
-        # Within a window, length buckets; then the bucket serving the most starved run goes next,
-        # so bucketing never starves a run whose requests all sort last (short max_tokens, say).
-        pool = _length_batches(interleaved[w : w + window], lengths, max_batch_size)
-        while pool:
-            starved = min((r.origin.run for b in pool for r in b), key=lambda run: done[run])
-            b = next(b for b in pool if any(r.origin.run == starved for r in b))
-            pool.remove(b)
-            batches.append(b)
-            for r in b:
-                done[r.origin.run] += 1 / size[r.origin.run]
+    taken = {r.id for r in first}
+    # Then chunk by chunk, each from one group, the most starved group (least of it scheduled) next:
+    # groups advance together, while a chunk's batches share their prefix.
+    chunks: dict[str, list[list[list[GenerationRequest]]]] = {}
+    for g, reqs in members.items():
+        rest = _length_batches([r for r in reqs if r.id not in taken], lengths, max_batch_size)
+        chunks[g] = [rest[i : i + CHUNK_BATCHES] for i in range(0, len(rest), CHUNK_BATCHES)]
+    done = {g: sum(r.id in taken for r in reqs) / len(reqs) for g, reqs in members.items()}
+    while any(chunks.values()):
+        g = min((g for g in chunks if chunks[g]), key=lambda g: done[g])
+        chunk = chunks[g].pop(0)
+        batches.extend(chunk)
+        done[g] += sum(len(b) for b in chunk) / len(members[g])
     return batches, dupes
 
 
@@ -170,8 +208,9 @@ class Scheduler:
         budget_s: float | None = None,
         journal: Journal | None = None,
         on_batch: BatchCallback | None = None,
+        groups: dict[str, PrefixGroup] | None = None,
     ) -> ExecutionReport:
-        batches, dupes = plan_batches(requests, lengths, self.max_batch_size, order)
+        batches, dupes = plan_batches(requests, lengths, self.max_batch_size, order, groups)
         by_id = {r.id: r for r in requests}
         t0 = time.time()
         deadline = t0 + budget_s if budget_s is not None else None

@@ -428,6 +428,7 @@ def create_app(
             "max_batch": max_batch,
             "batch_window_ms": window_s * 1000,
             "one_at_a_time": one_at_a_time,
+            "prefix_reuse": getattr(backend, "prefix_reuse", None),
             "max_sequence_length": caps.max_sequence_length,
             "queued": batcher.queued,
             "busy": batcher.busy,
@@ -519,6 +520,8 @@ def serve(
     sock = _bind(host, port)  # before the (slow) model load: a taken port fails at once
     try:
         be = make_backend(sub, cache_dir=cache_dir)
+        if one_at_a_time and getattr(be, "prefix_reuse", False):
+            be.prefix_reuse = False  # the sample servers computed every prompt whole
         be.start()
         try:
             app = create_app(be, max_batch=max_batch, window_s=window_s, one_at_a_time=one_at_a_time,

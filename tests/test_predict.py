@@ -90,3 +90,23 @@ def test_outputs_are_bounded_by_max_tokens_and_unprobed_runs_are_pessimistic():
                for q, r in zip(probe, results)]
     proj = project(reqs, lengths, results, 8, samples=20)
     assert np.isfinite(proj.total_s).all() and (proj.total_s > 0).all()
+
+
+def test_prefill_counts_uncached_tokens_and_the_prefix_once_per_cache_miss():
+    from effbench.predict import expected_prefill, prefill_tokens
+    from effbench.scheduler import PrefixGroup
+
+    # observed: a batch that computed a 90-token prefix (its first row), then one served from the cache
+    assert prefill_tokens([100, 110], [0, 90]) == 2 * 20 + 90
+    assert prefill_tokens([100, 110], [90, 90]) == 2 * 20
+    assert prefill_tokens([100, 110], [0, 0]) == 2 * 110  # no reuse: rows x the longest, as before
+
+    ga, gb = PrefixGroup("prefix:a", 90), PrefixGroup("prefix:b", 80)
+    mk = lambda run, n: [GenerationRequest(id=f"{run}#{i}", prompt="", max_tokens=1, origin=Origin(run=run, index=i)) for i in range(n)]
+    a1, a2, b1 = mk("a", 2), [GenerationRequest(id=f"a#{i}", prompt="", max_tokens=1, origin=Origin(run="a", index=i)) for i in (2, 3)], mk("b", 2)
+    groups = {q.id: ga for q in a1 + a2} | {q.id: gb for q in b1}
+    lengths = {q.id: 100 for q in a1 + a2 + b1}
+    order = [a1, b1, a2]
+    assert expected_prefill(order, lengths, groups, 4) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10]  # a is still cached
+    assert expected_prefill(order, lengths, groups, 1) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10 + 90]  # evicted by b
+    assert expected_prefill(order, lengths, groups, 0) == [200, 200, 200]  # a backend without a prefix cache

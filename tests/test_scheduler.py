@@ -75,3 +75,50 @@ def test_torn_last_journal_line_is_dropped_with_a_warning(hf_backend, tmp_path):
     with pytest.raises(EffbenchError, match=r"journal.jsonl:2: corrupt journal line"):
         read_journal(path)
     assert json.loads(lines[0])["kind"] == "header"
+
+
+def _prefixed(run: str, n: int, prefix: list[int], start: int = 0) -> tuple[list[GenerationRequest], dict[str, list[int]]]:
+    rs = [GenerationRequest(id=f"{run}#{i}", prompt=f"{run} {i}", max_tokens=1, origin=Origin(run=run, index=i))
+          for i in range(start, start + n)]
+    return rs, {r.id: prefix + [1000 + i, 2000 + i * 7 % 5] for i, r in enumerate(rs)}
+
+
+def test_prefix_groups_are_found_from_the_tokens():
+    from effbench.scheduler import MIN_SHARED_PREFIX, prefix_groups
+
+    shared = list(range(1, 61))  # 60 tokens: instructions and in-context examples
+    a, ta = _prefixed("a", 5, shared)
+    b, tb = _prefixed("b", 4, shared)  # another run with the very same prefix: one group with a
+    c, tc = _prefixed("c", 4, list(range(100, 160)))
+    d, td = _prefixed("d", 4, list(range(7, 7 + MIN_SHARED_PREFIX - 2)))  # too short to be worth it
+    e, te = _prefixed("e", 1, shared)  # one request shares nothing
+    g = prefix_groups(a + b + c + d + e, ta | tb | tc | td | te)
+    assert g["a#0"] == g["b#3"] and g["a#0"].tokens == 60  # the shared prefix, not the differing tails
+    assert g["c#0"].tokens == 60 and g["c#0"].key != g["a#0"].key
+    assert g["d#0"].tokens == 0 and g["d#0"].key == "run:d"
+    assert g["e#0"].tokens == 0
+    # a prompt that is all prefix keeps one token of its own: the backend needs a suffix to run
+    f, tf = _prefixed("f", 2, shared)
+    tf["f#0"] = shared[:40]
+    assert prefix_groups(f, tf)["f#1"].tokens == 39
+
+
+def test_effbench_order_keeps_prefix_groups_together_in_chunks_and_serves_every_run_first():
+    from effbench.scheduler import CHUNK_BATCHES, prefix_groups
+
+    runs = {name: _prefixed(name, 40, list(range(k * 100, k * 100 + 50))) for k, name in enumerate("abcde")}
+    rs = [r for reqs, _ in runs.values() for r in reqs]
+    ids = {i: t for _, toks in runs.values() for i, t in toks.items()}
+    groups = prefix_groups(rs, ids)
+    batches, _ = plan_batches(rs, {r.id: len(ids[r.id]) for r in rs}, 4, "effbench", groups)
+    assert {r.origin.run for r in batches[0] + batches[1]} == set("abcde")  # the first request of every run first
+    rest = batches[2:]
+    assert all(len({groups[r.id].key for r in b}) == 1 for b in rest)  # a batch shares one prefix
+    # consecutive batches of one group come in chunks (the backend computes the prefix once per chunk)
+    keys = [groups[b[0].id].key for b in rest]
+    runs_of_chunks = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert len(runs_of_chunks) <= len(rest) / CHUNK_BATCHES + 5
+    # and groups advance together: after one round of chunks, every run has one chunk done
+    round_one = [r.origin.run for b in batches[: 2 + 5 * CHUNK_BATCHES] for r in b]
+    assert all(round_one.count(run) == 1 + 4 * CHUNK_BATCHES for run in "abcde")
+    assert sorted(r.id for b in batches for r in b) == sorted(r.id for r in rs)

@@ -27,8 +27,9 @@ class FaultBackend(HFBackend):
         hang_on_batch: int | None = None,
         crash_on_batch: int | None = None,
         raise_on_batch: int | None = None,
+        **hf_args,
     ):
-        super().__init__(submission, cache_dir=cache_dir)
+        super().__init__(submission, cache_dir=cache_dir, **hf_args)  # prefix_reuse, prefix_cache_entries
         self.delay_s = delay_s
         self.hang_on_batch = hang_on_batch
         self.crash_on_batch = crash_on_batch

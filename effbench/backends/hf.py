@@ -3,12 +3,22 @@
 Why not `model.generate`: effbench needs per-row stop sequences, per-row seeds, raw logprobs
 with top-k alternatives, echo with prompt logprobs, and finished rows dropped from the batch,
 all in one pass. The loop below is the whole hot path; bench/ keeps it within 10% of generate().
+
+Shared-prefix KV reuse: HELM's few-shot prompts of one run share most of their tokens
+(instructions + the same in-context examples). The batch's longest common token prefix is run
+once, at batch size 1, and its KV cache kept in a small LRU keyed by its token ids; each batch
+then prefills only its rows' suffixes on top of a copy of it. Same tokens and logprobs as
+prefilling every prompt whole (to float rounding); off for echo (it needs logits at every prompt
+position) and with `prefix_reuse = false` in the manifest's [backend_args].
 """
 
 from __future__ import annotations
 
 import random
 import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +38,7 @@ from effbench.submission import Submission
 try:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from transformers.cache_utils import DynamicLayer
 except ImportError as e:  # pragma: no cover - exercised only on an install without the extra
     raise EffbenchError(f"the hf backend needs the 'hf' extra: pip install -c constraints.txt 'effbench[hf]' ({e})") from None
 
@@ -36,10 +47,38 @@ def _pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# A shared prefix shorter than this is not worth a cache entry (or a second forward call).
+MIN_PREFIX = 32
+
+PrefixKV = list[tuple["torch.Tensor", "torch.Tensor"]]  # per layer (keys, values): [1, H, P, D]
+
+
+@dataclass
+class _Prefix:
+    """The shared prefix a batch runs on: its first `length` tokens' KV, `computed` of them run now."""
+
+    kv: PrefixKV  # [1, H, >= length, D] per layer; a stored LRU entry: read, never written
+    length: int
+    computed: int
+
+    def expand(self, rows: int) -> "DynamicCache":
+        """A fresh cache holding the prefix for `rows` rows (a copy: the stored entry stays as it is)."""
+        return DynamicCache([(k[:, :, : self.length].expand(rows, -1, -1, -1),
+                              v[:, :, : self.length].expand(rows, -1, -1, -1)) for k, v in self.kv])
+
+
 class HFBackend:
     name = "hf"
 
-    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, device: str | None = None):
+    def __init__(
+        self, submission: Submission, *, cache_dir: Path | None = None, device: str | None = None,
+        prefix_reuse: bool = True, prefix_cache_entries: int = 4,
+    ):
+        if not isinstance(prefix_reuse, bool):
+            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefix_reuse': {prefix_reuse!r} is not true or false")
+        if not isinstance(prefix_cache_entries, int) or isinstance(prefix_cache_entries, bool) or prefix_cache_entries < 0:
+            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefix_cache_entries': "
+                                f"{prefix_cache_entries!r} is not a whole number >= 0")
         self.submission = submission
         self.cache_dir = cache_dir
         self.device = device or _pick_device()
@@ -51,6 +90,10 @@ class HFBackend:
         self.load_seconds = 0.0  # merge + model load
         self._batch_counter = 0
         self._piece_cache: dict[int, str] = {}
+        self.prefix_reuse = prefix_reuse
+        self.prefix_cache_entries = prefix_cache_entries  # 0: a batch's prefix is shared by its rows only
+        self._prefixes: OrderedDict[tuple[int, ...], PrefixKV] = OrderedDict()  # LRU, most recent last
+        self.prefix_stats = _new_prefix_stats()
 
     # ---- lifecycle -------------------------------------------------------------------------
     @property
@@ -93,6 +136,7 @@ class HFBackend:
 
     def close(self) -> None:
         self.model = None
+        self._prefixes.clear()
         if self.device == "cuda":
             torch.cuda.empty_cache()
 
@@ -132,18 +176,24 @@ class HFBackend:
     ) -> list[GenerationResult]:
         dev = self.device
         started = time.time()
-        B, L = len(reqs), max(len(ids) for ids in encoded)
+        echo = any(r.echo_prompt for r in reqs)
+        # The batch's shared prefix (P tokens), its KV from the LRU or computed now; none for echo,
+        # which needs logits at every prompt position.
+        prefix = self._shared_prefix(encoded) if self.prefix_reuse and not echo else None
+        P = prefix.length if prefix else 0
+        B, L = len(reqs), max(len(ids) for ids in encoded) - P  # L: longest suffix
         input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
         mask = torch.zeros((B, L), dtype=torch.long)
-        for b, ids in enumerate(encoded):  # left padding
-            input_ids[b, L - len(ids) :] = torch.tensor(ids)
-            mask[b, L - len(ids) :] = 1
+        for b, ids in enumerate(encoded):  # left padding of the suffixes (the whole prompts when P = 0)
+            input_ids[b, L - len(ids) + P :] = torch.tensor(ids[P:])
+            mask[b, L - len(ids) + P :] = 1
         input_ids, mask = input_ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]
-        echo = any(r.echo_prompt for r in reqs)
+        positions = P + (mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]: a suffix continues at position P
+        cache = prefix.expand(B) if prefix else DynamicCache()  # [B, H, P, D] per layer
+        if P:
+            mask = torch.cat([mask.new_ones((B, P)), mask], dim=1)  # [B, P+L]: [prefix | pad | suffix]
 
-        # Prefill: all prompt positions at once. Logits for every position only when echo needs them.
-        cache = DynamicCache()
+        # Prefill: all (suffix) positions at once. Logits for every position only when echo needs them.
         out = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
             use_cache=True, logits_to_keep=0 if echo else 1,
@@ -157,7 +207,7 @@ class HFBackend:
         if len(row_req) != B:
             cache.batch_select_indices(row_idx)
         next_logits = logits[:, -1, :].index_select(0, row_idx)  # [R, V]
-        mask = mask.index_select(0, row_idx)  # [R, L]
+        mask = mask.index_select(0, row_idx)  # [R, P+L]
         last_pos = positions[:, -1].index_select(0, row_idx)  # [R]
 
         R = len(row_req)
@@ -213,7 +263,7 @@ class HFBackend:
                 cache.batch_select_indices(sel)
                 chosen, mask, last_pos = chosen[sel], mask[sel], last_pos[sel]
                 active = [active[a] for a in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [A, L+t]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [A, P+L+t]
             last_pos = last_pos + 1
             out = self.model(
                 input_ids=chosen[:, None], attention_mask=mask, position_ids=last_pos[:, None],
@@ -222,10 +272,72 @@ class HFBackend:
             next_logits = out.logits[:, -1, :]
 
         finished = time.time()
+        # Tokens run through the model per request: its suffix; the prefix computed now goes to the first.
+        prompt_computed = [len(ids) - P + (prefix.computed if prefix and b == 0 else 0) for b, ids in enumerate(encoded)]
         return self._assemble(
-            reqs, encoded, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
+            reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
             Timings(queued, started, first_token, finished), bid, bsize,
         )
+
+    # ---- shared prefix ---------------------------------------------------------------------
+    def _shared_prefix(self, encoded: list[list[int]]) -> _Prefix | None:
+        """The prefix this batch's rows share, or None (none worth it: the plain path).
+
+        Every row keeps one suffix token at least (the last prompt position's logits come from the
+        suffix prefill). The stored entry that agrees longest with the batch, on m >= MIN_PREFIX
+        leading tokens, gives those m positions. When the batch shares MIN_PREFIX tokens or more
+        beyond them, the rest is computed once at batch size 1 on top of them and stored as a new
+        entry: a run's prefix is computed once, not once per batch, and a run whose prompts start
+        like another run's still gets its own entry."""
+        lcp = min(_common_prefix_length(encoded), min(len(ids) for ids in encoded) - 1)
+        stats = self.prefix_stats
+        if lcp < MIN_PREFIX:
+            stats["plain"] += 1
+            return None
+        want = tuple(encoded[0][:lcp])
+        base, hit = 0, None  # hit: the key of the stored entry giving the first `base` positions
+        for key in self._prefixes:
+            m = _common_prefix_length([key, want])
+            if m >= MIN_PREFIX and m > base:
+                base, hit = m, key
+        if hit is not None:
+            self._prefixes.move_to_end(hit)
+        if lcp - base < MIN_PREFIX:  # the stored entry covers (nearly) all: its first `base` positions
+            prefix = _Prefix(self._prefixes[hit], base, 0)
+        else:  # compute (the rest of) the prefix once, store it
+            kv = self._extend_prefix(self._prefixes[hit] if hit else [], base, want)
+            if kv is None:
+                stats["plain"] += 1
+                return None
+            stats["extended"] += int(hit is not None)
+            if self.prefix_cache_entries > 0:
+                self._prefixes[want] = kv
+                while len(self._prefixes) > self.prefix_cache_entries:
+                    self._prefixes.popitem(last=False)
+            prefix = _Prefix(kv, lcp, lcp - base)
+        stats["hits" if hit is not None else "misses"] += 1
+        stats["computed_prefix_tokens"] += prefix.computed
+        stats["reused_tokens"] += len(encoded) * prefix.length - prefix.computed
+        return prefix
+
+    def _extend_prefix(self, kv: PrefixKV, base: int, ids: tuple[int, ...]) -> PrefixKV | None:
+        """The KV of `ids` at batch size 1: positions < base copied from `kv`, the rest run through
+        the model. None (and reuse off from now on) for a model whose cache is not plain per-layer
+        keys and values (sliding-window or linear-attention layers)."""
+        cache = _Prefix(kv, base, 0).expand(1) if base else DynamicCache()
+        P = len(ids)
+        self.model(
+            input_ids=torch.tensor([ids[base:]], device=self.device),  # [1, P-base]
+            attention_mask=torch.ones((1, P), dtype=torch.long, device=self.device),
+            position_ids=torch.arange(base, P, device=self.device)[None],
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+            warnings.warn(f"hf backend: shared-prefix reuse turned off: this model's KV cache has "
+                          f"{sorted({type(layer).__name__ for layer in cache.layers})} layers, not plain DynamicLayer ones")
+            self.prefix_reuse = False
+            return None
+        return [(layer.keys, layer.values) for layer in cache.layers]  # [1, H, P, D] each
 
     # ---- pieces of the loop ----------------------------------------------------------------
     def _choose(self, logits: "torch.Tensor", reqs: list[GenerationRequest], gens: list) -> "torch.Tensor":
@@ -275,7 +387,7 @@ class HFBackend:
             out.append([TokenLogprob(text, row[j - 1] if j > 0 else 0.0, (), t) for (j, t), text in zip(body, texts)])
         return out
 
-    def _assemble(self, reqs, encoded, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps, timings, bid, bsize):
+    def _assemble(self, reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps, timings, bid, bsize):
         by_req: list[list[Completion]] = [[] for _ in reqs]
         for r, b in enumerate(row_req):
             by_req[b].append(completion(self.tokenizer, reqs[b], tok_ids[r], tok_lps[r], tok_tops[r], finish[r], prompt_lps[b]))
@@ -292,10 +404,29 @@ class HFBackend:
                     timings=timings,
                     batch_id=bid,
                     batch_size=bsize,
-                    computed_tokens=len(encoded[b]) + out_toks,
+                    computed_tokens=prompt_computed[b] + out_toks,
+                    cached_tokens=len(encoded[b]) - prompt_computed[b],
                 )
             )
         return results
+
+
+def _new_prefix_stats() -> dict[str, int]:
+    """Batches that reused a stored prefix (hits; `extended` of them computed a longer one on top),
+    computed theirs from scratch (misses) or had none worth sharing (plain); prefix tokens run
+    through the model, and prompt tokens that were not thanks to the sharing."""
+    return {"hits": 0, "misses": 0, "extended": 0, "plain": 0, "computed_prefix_tokens": 0, "reused_tokens": 0}
+
+
+def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix all of `seqs` share (that of their lexicographic min and max)."""
+    lo, hi = min(seqs), max(seqs)
+    n = 0
+    for a, b in zip(lo, hi):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 def _completion_numbers(reqs: Sequence[GenerationRequest]):

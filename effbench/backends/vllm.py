@@ -181,7 +181,7 @@ class VLLMBackend:
         kept = sum(len(c.tokens) for c in comps) - (len(prompt) * req.num_completions if prompt else 0)
         cached = getattr(out, "num_cached_tokens", 0) or 0
         return GenerationResult(req.id, tuple(comps), len(ids), kept, timings, bid, bsize,
-                                computed_tokens=len(ids) - cached + generated)
+                                computed_tokens=len(ids) - cached + generated, cached_tokens=cached)
 
     def _piece(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])

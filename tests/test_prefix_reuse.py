@@ -1,0 +1,241 @@
+"""Shared-prefix KV reuse in the HF backend, on real HELM prompts (MMLU, BIG-bench few-shot)
+planned from ../shared/data: with reuse on, the same tokens, logprobs (1e-4) and finish reasons
+as with it off, and far fewer tokens run through the model. GSM8K is not here: ../shared/data
+lacks its train split, which HELM draws the in-context examples from."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
+
+SUITE = """name = "prefix-reuse"
+budget_minutes = 10
+max_eval_instances = 10
+[[runs]]
+entry = "mmlu:subject=philosophy"
+[[runs]]
+entry = "big_bench:max_train_instances=big_bench_few_shot_setting,task=auto_debugging,subtask="
+"""
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def runs(demo_submission, cache_dir, shared_data, tmp_path_factory) -> dict[str, list[GenerationRequest]]:
+    """The suite's requests as effbench plans them, by HELM run: 'mmlu', and 'bb0'..'bb3' for
+    BIG-bench auto_debugging with 0..3 in-context examples."""
+    from effbench.helm_bridge import HelmSession
+    from effbench.runner import Progress, RunOptions, plan_suite
+    from effbench.submission import Submission
+    from effbench.suites import load_suite
+
+    tmp = tmp_path_factory.mktemp("prefix-reuse")
+    (tmp / "suite.toml").write_text(SUITE)
+    suite = load_suite(str(tmp / "suite.toml"))
+    opts = RunOptions(out=tmp / "out", data_dir=shared_data, cache_dir=cache_dir)
+    plan = plan_suite(Submission.load(demo_submission), suite, opts, HelmSession(opts.out / "helm", suite.name, parallelism=1), Progress())
+    out: dict[str, list[GenerationRequest]] = {}
+    for r in plan.requests(suite.name):
+        key = "mmlu" if r.origin.run.startswith("mmlu") else "bb" + r.origin.run.split("max_train_instances=")[1][0]
+        out.setdefault(key, []).append(r)
+    assert sorted(out) == ["bb0", "bb1", "bb2", "bb3", "mmlu"] and all(len(v) == 10 for v in out.values())
+    return out
+
+
+@pytest.fixture
+def hf(hf_backend):
+    """The session's backend with an empty prefix LRU and fresh counters; reuse on again afterwards."""
+    hf_backend._prefixes.clear()
+    hf_backend.prefix_stats = {k: 0 for k in hf_backend.prefix_stats}
+    yield hf_backend
+    hf_backend.prefix_reuse = True
+    hf_backend.prefix_cache_entries = 4
+    hf_backend._prefixes.clear()
+
+
+def generate(backend, reqs: list[GenerationRequest], reuse: bool, batch_size: int = 8) -> list[GenerationResult]:
+    backend.prefix_reuse = reuse
+    try:
+        return [res for i in range(0, len(reqs), batch_size) for res in backend.generate(reqs[i : i + batch_size])]
+    finally:
+        backend.prefix_reuse = True
+
+
+def assert_same(plain: list[GenerationResult], reused: list[GenerationResult]) -> None:
+    """Same tokens, finish reasons and texts; logprobs and top-k alternatives within TOL."""
+    assert len(plain) == len(reused)
+    for a, b in zip(plain, reused):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert (a.request_id, a.prompt_tokens, a.output_tokens) == (b.request_id, b.prompt_tokens, b.output_tokens)
+        assert len(a.completions) == len(b.completions)
+        for ca, cb in zip(a.completions, b.completions):
+            assert [t.token_id for t in ca.tokens] == [t.token_id for t in cb.tokens], a.request_id
+            assert (ca.text, ca.finish_reason) == (cb.text, cb.finish_reason)
+            for ta, tb in zip(ca.tokens, cb.tokens):
+                assert abs(ta.logprob - tb.logprob) < TOL
+                assert [t for t, _ in ta.top_logprobs] == [t for t, _ in tb.top_logprobs]
+                assert all(abs(x - y) < TOL for (_, x), (_, y) in zip(ta.top_logprobs, tb.top_logprobs))
+
+
+def computed_share(results: list[GenerationResult]) -> float:
+    return sum(r.computed_tokens - r.output_tokens for r in results) / sum(r.prompt_tokens for r in results)
+
+
+def test_mmlu_scoring_requests(hf, runs):
+    reqs = runs["mmlu"]
+    assert reqs[0].max_tokens == 1 and reqs[0].top_k_per_token > 1 and not reqs[0].echo_prompt  # as HELM builds them
+    plain = generate(hf, reqs, reuse=False)
+    reused = generate(hf, reqs, reuse=True)
+    assert_same(plain, reused)
+    assert all(t.top_logprobs for res in reused for c in res.completions for t in c.tokens)
+    # Batch 1 computes the run's prefix once, batch 2 reuses it: no prefix token computed twice.
+    s = hf.prefix_stats
+    assert (s["misses"], s["hits"], s["plain"]) == (1, 1, 0)
+    prefix = s["computed_prefix_tokens"]
+    assert prefix > 0.6 * min(r.prompt_tokens for r in reused)  # HELM's instructions + 5 examples
+    assert s["reused_tokens"] == len(reqs) * prefix - prefix
+    first, second = reused[:8], reused[8:]
+    assert computed_share(first) < 0.4 and computed_share(second) < 0.4
+    # The prefix is charged to the first request of the batch that computed it, and only there.
+    assert first[0].computed_tokens - first[0].output_tokens == first[0].prompt_tokens
+    assert all(r.computed_tokens < r.prompt_tokens for r in reused[1:])
+    assert sum(r.computed_tokens for r in reused) == sum(r.prompt_tokens + r.output_tokens for r in plain) - s["reused_tokens"]
+    assert [r.computed_tokens for r in plain] == [r.prompt_tokens + r.output_tokens for r in plain]
+
+
+def bigbench(runs, shots: str, **kw) -> list[GenerationRequest]:
+    """BIG-bench few-shot prompts, with a shorter budget and stop sequences that some rows hit."""
+    return [replace(r, max_tokens=24, stop_sequences=("\n", ".", "=="), **kw) for k in shots for r in runs[f"bb{k}"]]
+
+
+def test_bigbench_greedy_generation_with_stop_sequences(hf, runs):
+    reqs = bigbench(runs, "123")
+    plain = generate(hf, reqs, reuse=False)
+    reused = generate(hf, reqs, reuse=True)
+    assert_same(plain, reused)
+    reasons = {c.finish_reason for r in reused for c in r.completions}
+    assert "stop" in reasons and reasons - {"stop"}  # some rows stopped early, others ran on
+    s = hf.prefix_stats
+    assert s["hits"] > 0 and s["plain"] == 0
+    assert computed_share(reused) < 0.6 * computed_share(plain)
+
+
+def test_sampled_generation_with_seeds(hf, runs):
+    reqs = [replace(r, seed=i) for i, r in enumerate(bigbench(runs, "12", temperature=0.7, top_p=0.95))]
+    reqs += [replace(r, max_tokens=16, temperature=0.7, seed=i) for i, r in enumerate(runs["mmlu"])]
+    plain = generate(hf, reqs, reuse=False)
+    reused = generate(hf, reqs, reuse=True)
+    assert_same(plain, reused)
+    assert len({tuple(t.token_id for t in r.completions[0].tokens) for r in reused}) > len(reqs) // 2
+    assert hf.prefix_stats["hits"] >= 1 and hf.prefix_stats["misses"] >= 2  # batches cross runs here: some plain
+
+
+def test_several_completions_per_request(hf, runs):
+    reqs = [replace(r, num_completions=3, temperature=0.7, seed=i) for i, r in enumerate(bigbench(runs, "2"))]
+    reqs[1] = replace(reqs[1], temperature=0.0)  # a greedy row among sampled ones
+    reqs[2] = replace(reqs[2], max_tokens=0)  # and one that decodes nothing
+    plain = generate(hf, reqs, reuse=False, batch_size=5)
+    reused = generate(hf, reqs, reuse=True, batch_size=5)
+    assert_same(plain, reused)
+    assert all(len(r.completions) == 3 for r in reused)
+    assert len({tuple(t.token_id for t in c.tokens) for c in reused[0].completions}) > 1
+    assert hf.prefix_stats["misses"] >= 1 and hf.prefix_stats["plain"] == 0
+
+
+def test_batches_without_a_shared_prefix_fall_back(hf, runs):
+    mixed = [runs["mmlu"][0], runs["bb2"][0], runs["mmlu"][1], runs["bb3"][1]]  # two runs in one batch
+    zero_shot = runs["bb0"][:8]  # 0-shot prompts share a few tokens only
+    reqs = [replace(r, max_tokens=8, top_k_per_token=3) for r in mixed + zero_shot]
+    plain = generate(hf, reqs, reuse=False, batch_size=len(mixed))
+    reused = generate(hf, reqs, reuse=True, batch_size=len(mixed))
+    assert_same(plain, reused)
+    assert hf.prefix_stats == {**hf.prefix_stats, "hits": 0, "misses": 0, "plain": 3}
+    assert [r.computed_tokens for r in reused] == [r.computed_tokens for r in plain]
+
+
+def test_echo_keeps_the_plain_path(hf, runs):
+    reqs = [replace(r, echo_prompt=True, max_tokens=0, top_k_per_token=1) for r in runs["mmlu"][:3]]
+    plain = generate(hf, reqs, reuse=False)
+    reused = generate(hf, reqs, reuse=True)
+    assert_same(plain, reused)
+    assert len(reused[0].completions[0].tokens) > 100  # the prompt's tokens, with their logprobs
+    assert sum(hf.prefix_stats.values()) == 0
+
+
+def test_a_longer_stored_prefix_is_cropped_and_never_written(hf, runs):
+    mmlu = [replace(r, max_tokens=6, top_k_per_token=5) for r in runs["mmlu"]]
+    (one,) = hf.generate(mmlu[:1])  # a batch of one: stores all of its prompt but the last token
+    ((key, entry),) = hf._prefixes.items()
+    assert len(key) == one.prompt_tokens - 1 and entry[0][0].shape[2] == len(key)
+    snapshot = [(k.clone(), v.clone()) for k, v in entry]
+    plain = generate(hf, mmlu[1:9], reuse=False)
+    computed_before = hf.prefix_stats["computed_prefix_tokens"]
+    reused = generate(hf, mmlu[1:9], reuse=True)  # shares only the run's prefix with the entry: a crop
+    again = generate(hf, mmlu[1:9], reuse=True)
+    assert_same(plain, reused)
+    assert_same(reused, again)
+    assert [[t.logprob for c in r.completions for t in c.tokens] for r in reused] == \
+        [[t.logprob for c in r.completions for t in c.tokens] for r in again]  # bit for bit: same cache, same math
+    s = hf.prefix_stats
+    assert (s["misses"], s["hits"], s["computed_prefix_tokens"]) == (1, 2, computed_before)
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(entry, snapshot))
+    assert len(hf._prefixes) == 1  # a crop stores nothing new
+
+
+def test_lru_evicts_and_extends(hf, runs):
+    hf.prefix_cache_entries = 1
+    mmlu = [replace(r, max_tokens=2) for r in runs["mmlu"]]
+    generate(hf, mmlu[:4], reuse=True)
+    generate(hf, bigbench(runs, "3")[:4], reuse=True)  # evicts the MMLU entry
+    generate(hf, mmlu[4:8], reuse=True)
+    s = hf.prefix_stats
+    assert (s["misses"], s["hits"], s["extended"], len(hf._prefixes)) == (3, 0, 0, 1)
+    # A batch sharing much more than a stored entry holds: the entry gives its part, only the rest
+    # is computed (once), and stored as a second entry. Here: one MMLU prompt twice.
+    hf.prefix_cache_entries = 4
+    (run_prefix,) = hf._prefixes
+    twice = [mmlu[0], replace(mmlu[0], id="again", temperature=0.7, seed=1)]
+    plain = generate(hf, twice, reuse=False)
+    before = dict(hf.prefix_stats)
+    reused = generate(hf, twice, reuse=True)
+    assert_same(plain, reused)
+    s = hf.prefix_stats
+    assert (s["hits"], s["extended"]) == (before["hits"] + 1, before["extended"] + 1)
+    extension = s["computed_prefix_tokens"] - before["computed_prefix_tokens"]
+    assert extension == reused[0].prompt_tokens - 1 - len(run_prefix) > 0
+    assert reused[0].computed_tokens - reused[0].output_tokens == 1 + extension
+    assert reused[1].computed_tokens - reused[1].output_tokens == 1
+    assert len(hf._prefixes) == 2
+
+
+def test_no_lru_shares_within_the_batch(hf, runs):
+    hf.prefix_cache_entries = 0
+    reqs = runs["mmlu"][:8]
+    plain = generate(hf, reqs, reuse=False)
+    reused = generate(hf, reqs, reuse=True)
+    assert_same(plain, reused)
+    assert not hf._prefixes and hf.prefix_stats["misses"] == 1
+    assert computed_share(reused) < 0.4
+
+
+def test_backend_args_reach_the_backend(demo_submission, tmp_path):
+    from effbench.backends import make_backend
+    from effbench.submission import Submission
+
+    def with_args(name: str, args: str) -> Submission:
+        sub = tmp_path / name
+        shutil.copytree(demo_submission, sub)
+        (sub / "effbench.toml").write_text((sub / "effbench.toml").read_text() + "\n[backend_args]\n" + args)
+        return Submission.load(sub)
+
+    backend = make_backend(with_args("off", "prefix_reuse = false\nprefix_cache_entries = 2\n"))
+    assert (backend.prefix_reuse, backend.prefix_cache_entries) == (False, 2)
+    assert make_backend(Submission.load(demo_submission)).prefix_reuse is True
+    with pytest.raises(EffbenchError, match="backend_args.prefix_cache_entries"):
+        make_backend(with_args("bad", "prefix_cache_entries = -1\n"))
+    with pytest.raises(EffbenchError, match="backend_args.prefix_reuse"):
+        make_backend(with_args("bad2", 'prefix_reuse = "no"\n'))
