@@ -51,7 +51,9 @@ def hf(hf_backend):
     """The session's backend with an empty prefix LRU and fresh counters; reuse on again afterwards."""
     hf_backend._prefixes.clear()
     hf_backend.prefix_stats = {k: 0 for k in hf_backend.prefix_stats}
+    chunk = hf_backend.prefill_chunk_tokens
     yield hf_backend
+    hf_backend.prefill_chunk_tokens = chunk
     hf_backend.prefix_reuse = True
     hf_backend.prefix_cache_entries = 4
     hf_backend._prefixes.clear()
@@ -239,3 +241,16 @@ def test_backend_args_reach_the_backend(demo_submission, tmp_path):
         make_backend(with_args("bad", "prefix_cache_entries = -1\n"))
     with pytest.raises(EffbenchError, match="backend_args.prefix_reuse"):
         make_backend(with_args("bad2", 'prefix_reuse = "no"\n'))
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_prefill_in_row_groups_equals_the_whole_batch_at_once(hf, runs, reuse):
+    """Row groups cut to their own width (less padding), caches joined for decoding: the same
+    tokens and logprobs as one forward pass over the whole batch."""
+    reqs = bigbench(runs, "123") + [replace(r, max_tokens=3) for r in runs["mmlu"][:6]]
+    hf.prefill_chunk_tokens = 0
+    whole = generate(hf, reqs, reuse=reuse)
+    hf.prefill_chunk_tokens = 300  # a row or two per forward pass, widths differ between groups
+    grouped = generate(hf, reqs, reuse=reuse)
+    assert_same(whole, grouped)
+    assert any(len(r.completions[0].tokens) > 1 for r in grouped)  # decoding ran on the joined cache

@@ -72,7 +72,7 @@ class HFBackend:
 
     def __init__(
         self, submission: Submission, *, cache_dir: Path | None = None, device: str | None = None,
-        prefix_reuse: bool = True, prefix_cache_entries: int = 4,
+        prefix_reuse: bool = True, prefix_cache_entries: int = 4, prefill_chunk_tokens: int | None = None,
     ):
         if not isinstance(prefix_reuse, bool):
             raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefix_reuse': {prefix_reuse!r} is not true or false")
@@ -90,6 +90,12 @@ class HFBackend:
         self.load_seconds = 0.0  # merge + model load
         self._batch_counter = 0
         self._piece_cache: dict[int, str] = {}
+        if prefill_chunk_tokens is not None and (not isinstance(prefill_chunk_tokens, int) or isinstance(prefill_chunk_tokens, bool)
+                                                  or prefill_chunk_tokens < 0):
+            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefill_chunk_tokens': "
+                                f"{prefill_chunk_tokens!r} is not a whole number >= 0 (0: the whole batch at once)")
+        # tokens per prefill forward pass: a few rows on a CPU, the whole batch on a GPU (0)
+        self.prefill_chunk_tokens = (512 if self.device == "cpu" else 0) if prefill_chunk_tokens is None else prefill_chunk_tokens
         self.prefix_reuse = prefix_reuse
         self.prefix_cache_entries = prefix_cache_entries  # 0: a batch's prefix is shared by its rows only
         self._prefixes: OrderedDict[tuple[int, ...], PrefixKV] = OrderedDict()  # LRU, most recent last
@@ -189,16 +195,13 @@ class HFBackend:
             mask[b, L - len(ids) + P :] = 1
         input_ids, mask = input_ids.to(dev), mask.to(dev)
         positions = P + (mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]: a suffix continues at position P
-        cache = prefix.expand(B) if prefix else DynamicCache()  # [B, H, P, D] per layer
         if P:
             mask = torch.cat([mask.new_ones((B, P)), mask], dim=1)  # [B, P+L]: [prefix | pad | suffix]
 
-        # Prefill: all (suffix) positions at once. Logits for every position only when echo needs them.
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=0 if echo else 1,
-        )
-        logits = out.logits  # [B, L or 1, V]
+        # Prefill: all (suffix) positions at once, a few rows per forward pass on a CPU. Logits for
+        # every position only when echo needs them.
+        decodes = any(r.max_tokens > 1 for r in reqs)
+        logits, cache = self._prefill(input_ids, mask, positions, prefix, echo, keep_cache=decodes)  # [B, L or 1, V]
         prompt_lps = self._prompt_logprobs(reqs, encoded, input_ids, logits, L) if echo else [None] * B
 
         # Rows: one per completion. row_req[r] = index of the request that row r belongs to.
@@ -278,6 +281,47 @@ class HFBackend:
             reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
             Timings(queued, started, first_token, finished), bid, bsize,
         )
+
+    def _prefill(self, input_ids, mask, positions, prefix: "_Prefix | None", echo: bool, keep_cache: bool):
+        """(logits, KV cache) of the prompts (suffixes, on top of the prefix). Rows go through the
+        model in groups of at most `prefill_chunk_tokens` tokens, each group cut to its own longest
+        row (less padding): on a CPU a forward pass over a few rows runs more tokens/s than one
+        over the whole batch (measured on the ~100M model: 1012 tok/s at one 1000-token row against
+        810 at eight). The groups' caches are joined, padded back to the batch's width with masked
+        zeros, only when decoding follows (keep_cache); a scoring batch (max_tokens <= 1) needs none."""
+        B, L = input_ids.shape
+        P = prefix.length if prefix else 0
+        if not self.prefill_chunk_tokens or B == 1:
+            cache = prefix.expand(B) if prefix else DynamicCache()  # [B, H, P, D] per layer
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             use_cache=True, logits_to_keep=0 if echo else 1)
+            return out.logits, cache
+        real = mask[:, P:].sum(dim=1).tolist()  # tokens of each row's own (suffix) part
+        logits, parts, i = [], [], 0
+        while i < B:  # rows by budget: as many as fit at the width of the group's longest row
+            j, width = i + 1, real[i]
+            while j < B and max(width, real[j]) * (j + 1 - i) <= self.prefill_chunk_tokens:
+                width = max(width, real[j])
+                j += 1
+            s = L - width  # columns before s are padding in every row of the group
+            cache = prefix.expand(j - i) if prefix else DynamicCache()
+            out = self.model(
+                input_ids=input_ids[i:j, s:], attention_mask=torch.cat([mask[i:j, :P], mask[i:j, P + s:]], dim=1),
+                position_ids=positions[i:j, s:], past_key_values=cache, use_cache=True, logits_to_keep=0 if echo else 1,
+            )
+            logits.append(torch.nn.functional.pad(out.logits, (0, 0, s, 0)) if echo else out.logits)  # echo: [rows, L, V]
+            parts.append((cache, s))
+            i = j
+        if not keep_cache:
+            return torch.cat(logits), DynamicCache()
+
+        def widen(t, s):  # [rows, H, P+width, D] -> [rows, H, P+L, D], zeros where the mask is 0
+            return torch.cat([t[:, :, :P], t.new_zeros((t.shape[0], t.shape[1], s, t.shape[3])), t[:, :, P:]], dim=2)
+
+        joined = DynamicCache([(torch.cat([widen(c.layers[n].keys, s) for c, s in parts]),
+                                torch.cat([widen(c.layers[n].values, s) for c, s in parts]))
+                               for n in range(len(parts[0][0].layers))])
+        return torch.cat(logits), joined
 
     # ---- shared prefix ---------------------------------------------------------------------
     def _shared_prefix(self, encoded: list[list[int]]) -> _Prefix | None:
