@@ -29,6 +29,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from effbench.helm_bridge import write_http_prod_env
+from effbench.serve import wait_until_serving
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUBJECTS = ("philosophy", "high_school_biology", "high_school_mathematics")
 INSTANCES = 100
@@ -45,23 +48,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _prod_env(env_dir: Path, url: str) -> None:
-    """HELM's own HTTP client and tokenizer, configured the way the challenge's participants did."""
-    env_dir.mkdir(parents=True)
-    (env_dir / "model_deployments.yaml").write_text(
-        "model_deployments:\n  - name: effbench/served\n    model_name: effbench/served\n    tokenizer_name: effbench/served\n"
-        "    max_sequence_length: 2047\n    client_spec:\n      class_name: \"helm.clients.http_model_client.HTTPModelClient\"\n"
-        f"      args:\n        base_url: \"{url}\"\n")
-    (env_dir / "tokenizer_configs.yaml").write_text(
-        "tokenizer_configs:\n  - name: effbench/served\n    tokenizer_spec:\n"
-        "      class_name: \"helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer\"\n"
-        f"      args:\n        base_url: \"{url}\"\n    end_of_text_token: \"</s>\"\n    prefix_token: \"<s>\"\n")
-    (env_dir / "model_metadata.yaml").write_text(
-        "models:\n  - name: effbench/served\n    display_name: effbench served\n    description: effbench serve\n"
-        "    creator_organization_name: effbench\n    access: open\n    release_date: 2026-11-24\n"
-        "    tags: [TEXT_MODEL_TAG, FULL_FUNCTIONALITY_TEXT_MODEL_TAG]\n")
-
-
 def _challenge_path(sub: Path, cache: Path, tmp: Path) -> tuple[float, dict[str, float], int]:
     """(helm-run wall seconds, exact_match per subject, prompt tokens the server computed)."""
     port = _free_port()
@@ -69,21 +55,13 @@ def _challenge_path(sub: Path, cache: Path, tmp: Path) -> tuple[float, dict[str,
     server = subprocess.Popen([*EFFBENCH, "serve", str(sub), "--port", str(port), "--cache-dir", str(cache), "--one-at-a-time"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, "effbench serve exited"
-            time.sleep(0.5)
-        health = httpx.get(f"{url}/health", timeout=5).json()
+        health = wait_until_serving(url, server, timeout_s=300)
         assert health["one_at_a_time"] and health["prefix_reuse"] is False  # each prompt computed whole
         out = tmp / "helm-out"
-        _prod_env(tmp / "prod_env", url)
+        model = write_http_prod_env(tmp / "prod_env", url)
         (out / "scenarios" / "mmlu").mkdir(parents=True)
         (out / "scenarios" / "mmlu" / "data").symlink_to(SHARED / "mmlu")
-        entries = [f"mmlu:subject={s},model=effbench/served" for s in SUBJECTS]
+        entries = [f"mmlu:subject={s},model={model}" for s in SUBJECTS]
         t0 = time.perf_counter()
         proc = subprocess.run([str(Path(sys.executable).parent / "helm-run"), "--run-entries", *entries, "--suite", "c",
                                "--max-eval-instances", str(INSTANCES), "-n", "30", "--output-path", str(out),

@@ -445,3 +445,27 @@ def suite_eval_instances(
         raise EffbenchError(f"suite {suite.name}: no run has its data; first: {out[0].missing}")
     return out
 
+
+
+SERVED_MODEL = "effbench/served"
+
+
+def write_http_prod_env(env_dir: Path, url: str, max_sequence_length: int = 2047) -> str:
+    """A prod_env folder (helm-run --local-path) that points HELM's own HTTPModelClient and
+    HTTPModelTokenizer at a server speaking the challenge's API, the way participants ran the
+    unmodified helm-run against their containers. Returns the model name for run entries."""
+    env_dir.mkdir(parents=True, exist_ok=True)
+    (env_dir / "model_deployments.yaml").write_text(
+        f"model_deployments:\n  - name: {SERVED_MODEL}\n    model_name: {SERVED_MODEL}\n    tokenizer_name: {SERVED_MODEL}\n"
+        f"    max_sequence_length: {max_sequence_length}\n    client_spec:\n"
+        "      class_name: \"helm.clients.http_model_client.HTTPModelClient\"\n"
+        f"      args:\n        base_url: \"{url}\"\n")
+    (env_dir / "tokenizer_configs.yaml").write_text(
+        f"tokenizer_configs:\n  - name: {SERVED_MODEL}\n    tokenizer_spec:\n"
+        "      class_name: \"helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer\"\n"
+        f"      args:\n        base_url: \"{url}\"\n    end_of_text_token: \"</s>\"\n    prefix_token: \"<s>\"\n")
+    (env_dir / "model_metadata.yaml").write_text(
+        f"models:\n  - name: {SERVED_MODEL}\n    display_name: effbench served\n    description: effbench serve\n"
+        "    creator_organization_name: effbench\n    access: open\n    release_date: 2026-11-24\n"
+        "    tags: [TEXT_MODEL_TAG, FULL_FUNCTIONALITY_TEXT_MODEL_TAG]\n")
+    return SERVED_MODEL

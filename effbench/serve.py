@@ -567,3 +567,22 @@ def serve_in_thread(app, host: str = "127.0.0.1"):
         thread.join(timeout=60)
         sock.close()
 
+
+
+def wait_until_serving(url: str, proc=None, timeout_s: float = 300.0) -> dict:
+    """Poll GET /health until the server answers (its /health JSON); EffbenchError when `proc`
+    (a subprocess.Popen of `effbench serve`) exits first or the timeout passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/health", timeout=1)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise EffbenchError(f"{url}: the server exited (code {proc.returncode}) before answering /health")
+        time.sleep(0.5)
+    raise EffbenchError(f"{url}: no answer on /health within {timeout_s:g} s")

@@ -10,15 +10,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
+from effbench.helm_bridge import write_http_prod_env
 from effbench.results import completion_texts
+from effbench.serve import wait_until_serving
 
 runner = CliRunner()
 
@@ -36,16 +36,7 @@ def server(demo_submission, cache_dir):
                              "--cache-dir", str(cache_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "effbench serve exited"
-            time.sleep(0.5)
-        else:
-            pytest.fail("effbench serve did not come up")
+        wait_until_serving(url, proc, timeout_s=120)
         yield url
     finally:
         proc.terminate()
@@ -75,19 +66,7 @@ def test_effbench_run_over_http_equals_the_in_process_backend(server, demo_submi
 
 def test_unmodified_helm_run_against_effbench_serve(server, shared_data, tmp_path):
     out, env_dir = tmp_path / "helm-out", tmp_path / "prod_env"
-    env_dir.mkdir()
-    (env_dir / "model_deployments.yaml").write_text(
-        "model_deployments:\n  - name: effbench/served\n    model_name: effbench/served\n    tokenizer_name: effbench/served\n"
-        "    max_sequence_length: 2047\n    client_spec:\n      class_name: \"helm.clients.http_model_client.HTTPModelClient\"\n"
-        f"      args:\n        base_url: \"{server}\"\n")
-    (env_dir / "tokenizer_configs.yaml").write_text(
-        "tokenizer_configs:\n  - name: effbench/served\n    tokenizer_spec:\n"
-        "      class_name: \"helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer\"\n"
-        f"      args:\n        base_url: \"{server}\"\n    end_of_text_token: \"</s>\"\n    prefix_token: \"<s>\"\n")
-    (env_dir / "model_metadata.yaml").write_text(
-        "models:\n  - name: effbench/served\n    display_name: effbench served demo\n    description: effbench serve\n"
-        "    creator_organization_name: effbench\n    access: open\n    release_date: 2026-11-24\n"
-        "    tags: [TEXT_MODEL_TAG, FULL_FUNCTIONALITY_TEXT_MODEL_TAG]\n")
+    write_http_prod_env(env_dir, server)
     (out / "scenarios" / "mmlu").mkdir(parents=True)
     (out / "scenarios" / "mmlu" / "data").symlink_to(shared_data / "mmlu")
     helm_run = Path(sys.executable).parent / "helm-run"
