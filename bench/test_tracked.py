@@ -126,9 +126,10 @@ def test_predictor_error(benchmark, demo, tmp_path):
     actual = json.loads((tmp_path / "run" / "results.json").read_text())["phases"]["execute"]
 
     def predict():
-        r = runner.invoke(app, ["check", str(demo), *common, "--out", str(tmp_path / "check"), "--probe", "0.1", "--track", "here"])
+        r = runner.invoke(app, ["check", str(demo), *common, "--out", str(tmp_path / "check"), "--probe", "0.1", "--track", "here",
+                                "--json", str(tmp_path / "check.json")])
         assert r.exit_code in (0, 1, 2), r.output
-        return json.loads((tmp_path / "check" / "check.json").read_text())
+        return json.loads((tmp_path / "check.json").read_text())
 
     report = benchmark.pedantic(predict, rounds=1, iterations=1)
     predicted = report["projected_minutes"]["median"] * 60
