@@ -170,9 +170,12 @@ class SuitePlan:
         return [to_generation_request(st, suite_name, p.name, i) for p in self.plans for i, st in enumerate(p.request_states)]
 
 
-def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, progress: Progress) -> SuitePlan:
+def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, progress: Progress,
+               on_data_checked: Callable[[], None] | None = None) -> SuitePlan:
     """Everything HELM does before the first request, and every data check, with no model
-    loaded: a missing file costs seconds, not a model load."""
+    loaded: a missing file costs seconds, not a model load. `on_data_checked` runs once every
+    check has passed, before HELM builds the instances and requests (the slow part): run_suite
+    starts loading the model there."""
     from effbench.helm_bridge import adapt_offline, helm_model_name, parse_entry, register_model, stage_perturbation_resources
 
     helm_dir = session.helm_dir
@@ -223,6 +226,8 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
         runnable.append((entry, spec))
     for line in not_run.values():
         progress.on_warning(f"not run: {line}")
+    if on_data_checked is not None:
+        on_data_checked()
     plans = [session.plan_run(entry, spec) for entry, spec in runnable]
     return SuitePlan(specs, plans, not_run, notes, staged)
 
@@ -247,20 +252,31 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     with sampler:
         phase("plan")
         submission = submission.fetch_hub_base()
-        session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
-        plan = plan_suite(submission, suite, opts, session, progress)
-        requests = plan.requests(suite.name)
-        progress.on_plan({p.name: len(p.request_states) for p in plan.plans})
+        worker = None if opts.in_process else BackendWorker(submission, opts.cache_dir)
+        try:
+            session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
+            # once the data checks pass, the worker merges and loads the model while HELM builds requests
+            plan = plan_suite(submission, suite, opts, session, progress, on_data_checked=worker.launch if worker else None)
+            requests = plan.requests(suite.name)
+            progress.on_plan({p.name: len(p.request_states) for p in plan.plans})
 
-        journal, done, spent = _open_journal(opts, submission, suite, requests)
-        todo = [r for r in requests if r.id not in done]
-        lengths, prefixes = _prompt_shapes(submission, todo)
-        budget_min = suite.budget_minutes if opts.budget_minutes is None else opts.budget_minutes
-        budget_s = budget_min * 60 - spent if budget_min and budget_min > 0 else None
+            journal, done, spent = _open_journal(opts, submission, suite, requests)
+            todo = [r for r in requests if r.id not in done]
+            lengths, prefixes = _prompt_shapes(submission, todo)
+            budget_min = suite.budget_minutes if opts.budget_minutes is None else opts.budget_minutes
+            budget_s = budget_min * 60 - spent if budget_min and budget_min > 0 else None
+        except BaseException:
+            if worker is not None:
+                worker.kill()  # a no-op where it was not launched yet
+            raise
 
-        phase("load")
-        executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if opts.in_process else BackendWorker(submission, opts.cache_dir)
-        info = _start(executor)
+        phase("load")  # what is left of it after planning
+        executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if worker is None else worker
+        try:
+            info = _start(executor, launched=worker is not None)
+        except BaseException:
+            journal.close()
+            raise
         try:
             phase("execute")
             progress.on_execute(budget_s, len(todo), sampler)
@@ -335,13 +351,13 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     return RunOutcome(out, path, phases)
 
 
-def _start(executor) -> dict:
+def _start(executor, launched: bool = False) -> dict:
     if isinstance(executor, InProcess):
         be = executor.backend
         be.start()
         return {"name": be.name, "model_dir": str(be.model_dir), "merged_now": be.merged_now, "device": be.device,
                 "load_seconds": be.load_seconds, "merge_seconds": be.merge_seconds, "warm_up_seconds": 0.0}
-    w = executor.start()
+    w = executor.wait_ready() if launched else executor.start()
     return {"name": w.name, "model_dir": w.model_dir, "merged_now": w.merged_now, "device": w.device,
             "load_seconds": w.load_seconds, "merge_seconds": w.merge_seconds, "warm_up_seconds": w.warm_up_seconds}
 

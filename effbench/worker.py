@@ -115,6 +115,12 @@ class BackendWorker:
 
     def start(self, timeout: float | None = None) -> WorkerInfo:
         """Spawn the worker and wait until its model is loaded (WorkerTimeout past `timeout`)."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Spawn the worker; it merges and loads the model while the caller does other work
+        (HELM planning the suite): wait_ready() collects it."""
         ctx = mp.get_context("spawn")
         preload = _iomp_preload(self.submission)
         parent, child = ctx.Pipe()
@@ -132,6 +138,8 @@ class BackendWorker:
                 os.environ["LD_PRELOAD"] = saved
         child.close()
         self._conn = parent
+
+    def wait_ready(self, timeout: float | None = None) -> WorkerInfo:
         msg = self._recv(timeout=timeout)
         if msg[0] == "error":
             self.kill()

@@ -150,3 +150,12 @@ def test_results_json_follows_its_schema_and_report_renders_it(default_run, tmp_
     (tmp_path / "results.json").write_text(json.dumps(broken))
     res = runner.invoke(app, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "field 'runs/0/status'" in res.output and "Traceback" not in res.output
+
+
+def test_the_model_loads_while_helm_builds_the_requests(default_run):
+    """The worker is launched once the data checks pass: by the time HELM has built the requests
+    the model is (nearly) loaded, so the load phase is only what is left of the worker's start."""
+    results = json.loads((default_run[0] / "results.json").read_text())
+    worker_start = results["backend"]["load_seconds"] + results["backend"]["warm_up_seconds"]
+    assert results["backend"]["process"] == "worker"
+    assert results["phases"]["load"] < worker_start, (results["phases"], results["backend"])
