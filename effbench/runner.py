@@ -253,7 +253,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         phase("plan")
         submission = submission.fetch_hub_base()
         worker = None if opts.in_process else BackendWorker(submission, opts.cache_dir)
-        try:
+        journal = None
+        try:  # until execution starts: on any failure, stop the worker and close the journal, then re-raise
             session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
             # once the data checks pass, the worker merges and loads the model while HELM builds requests
             plan = plan_suite(submission, suite, opts, session, progress, on_data_checked=worker.launch if worker else None)
@@ -265,17 +266,15 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             lengths, prefixes = _prompt_shapes(submission, todo)
             budget_min = suite.budget_minutes if opts.budget_minutes is None else opts.budget_minutes
             budget_s = budget_min * 60 - spent if budget_min and budget_min > 0 else None
+
+            phase("load")  # what is left of it after planning
+            executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if worker is None else worker
+            info = _start(executor, launched=worker is not None)
         except BaseException:
             if worker is not None:
                 worker.kill()  # a no-op where it was not launched yet
-            raise
-
-        phase("load")  # what is left of it after planning
-        executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if worker is None else worker
-        try:
-            info = _start(executor, launched=worker is not None)
-        except BaseException:
-            journal.close()
+            if journal is not None:
+                journal.close()
             raise
         try:
             phase("execute")
