@@ -106,6 +106,9 @@ class BackendCapabilities:
     logprobs: bool = True
     top_logprobs: int = 20
     echo: bool = True
+    # token ids are 0..vocab_size-1 (len(tokenizer), added tokens included); None: unknown (a
+    # remote server, or before start()): callers then leave the check to the backend
+    vocab_size: int | None = None
 
 
 @runtime_checkable

@@ -5,17 +5,19 @@ each dataset found under `--data-dir` to that path (symlinks: nothing is copied,
 stays read-only; HELM writes its lock files beside the link, never into the source), converting
 only where HELM's file differs from the published one (CNN/DM: HELM reads a pickle).
 `missing_inputs` says, per run and before any model loads, which files HELM will want and are
-absent, so an incomplete dataset is named up front instead of failing hours in.
+absent or empty, so an incomplete dataset is named up front instead of failing hours in (or, for an
+empty file, instead of HELM silently reading a split without instances).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from effbench.contracts import EffbenchError
 
@@ -40,29 +42,55 @@ def _bad(path: Path, line: int, what: str, dataset: str) -> EffbenchError:
     return EffbenchError(f"{path}:{line}: {what} (--data-dir, dataset {dataset})")
 
 
+def _lines(path: Path, dataset: str) -> Iterator[str]:
+    """The file's lines (endings kept) as UTF-8 text, streamed; an error names the line of the
+    first NUL byte or invalid UTF-8 sequence (binary data, another encoding) instead of a
+    traceback. Split on b"\\n" before decoding: no UTF-8 sequence holds that byte."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if b"\x00" in raw:
+                raise _bad(path, number, "contains a NUL byte (binary data, not text)", dataset)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _bad(path, number, f"byte 0x{raw[e.start]:02x} is not UTF-8 text ({e.reason})", dataset) from None
+
+
+def _is_blank(path: Path) -> bool:
+    """Empty or only whitespace: such a file counts as missing (`missing_inputs`), since HELM would
+    read it as a split without instances and carry on (5-shot becomes 0-shot)."""
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
 def _check_csv(path: Path, dataset: str, ncols: int, header: bool, last_in: str | None = None) -> None:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        for i, row in enumerate(csv.reader(f), start=1):
-            if header and i == 1:
-                continue
-            if len(row) < ncols:
-                raise _bad(path, i, f"expected {ncols} columns, found {len(row)}", dataset)
-            if last_in is not None and row[-1] not in last_in:
-                raise _bad(path, i, f"last column {row[-1]!r} is not one of {', '.join(last_in)}", dataset)
+    if _is_blank(path):
+        return  # reported as empty by missing_inputs, for the runs that need it
+    lines = _lines(path, dataset)
+    first = next(lines, "").removeprefix("\ufeff")  # a UTF-8 byte order mark, as utf-8-sig reads it
+    for i, row in enumerate(csv.reader(itertools.chain([first], lines)), start=1):
+        if header and i == 1:
+            continue
+        if len(row) < ncols:
+            raise _bad(path, i, f"expected {ncols} columns, found {len(row)}", dataset)
+        if last_in is not None and row[-1] not in last_in:
+            raise _bad(path, i, f"last column {row[-1]!r} is not one of {', '.join(last_in)}", dataset)
 
 
 def _check_jsonl(path: Path, dataset: str, keys: tuple[str, ...]) -> None:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _bad(path, i, f"not JSON ({e.msg})", dataset) from None
-            missing = [k for k in keys if not isinstance(rec, dict) or k not in rec]
-            if missing:
-                raise _bad(path, i, f"record lacks {', '.join(missing)}", dataset)
+    for i, line in enumerate(_lines(path, dataset), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _bad(path, i, f"not JSON ({e.msg})", dataset) from None
+        missing = [k for k in keys if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise _bad(path, i, f"record lacks {', '.join(missing)}", dataset)
 
 
 def _stage_mmlu(src: Path, helm: Path) -> None:
@@ -91,8 +119,11 @@ def _stage_gsm(src: Path, helm: Path) -> None:
 
 def _stage_big_bench(src: Path, helm: Path) -> None:
     for task_json in sorted(src.glob("**/task.json")):
+        if _is_blank(task_json):  # reported as empty by missing_inputs, for the runs that need it
+            _link(task_json, helm / "scenarios/big_bench" / task_json.relative_to(src))
+            continue
         try:
-            task = json.loads(task_json.read_text(encoding="utf-8"))
+            task = json.loads("".join(_lines(task_json, "big_bench")))
         except json.JSONDecodeError as e:
             raise _bad(task_json, e.lineno, f"not JSON ({e.msg})", "big_bench") from None
         has_subtasks = any(p.is_dir() for p in task_json.parent.iterdir())
@@ -128,11 +159,10 @@ def _read_cnndm_csv(src: Path) -> dict[str, list[dict]]:
         path = src / f"{name}.csv"
         rows = []
         if path.is_file():
-            with path.open(newline="", encoding="utf-8") as f:
-                for i, rec in enumerate(csv.DictReader(f), start=2):
-                    if not rec.get("article") or rec.get("highlights") is None:
-                        raise EffbenchError(f"{path}:{i}: row without article/highlights (--data-dir, dataset cnndm)")
-                    rows.append({"article": rec["article"], "highlights": rec["highlights"]})
+            for i, rec in enumerate(csv.DictReader(_lines(path, "cnndm")), start=2):
+                if not rec.get("article") or rec.get("highlights") is None:
+                    raise EffbenchError(f"{path}:{i}: row without article/highlights (--data-dir, dataset cnndm)")
+                rows.append({"article": rec["article"], "highlights": rec["highlights"]})
         splits[name] = rows
     return splits
 
@@ -244,9 +274,10 @@ def _required(class_name: str, args: dict) -> tuple[str, list[str]] | None:
 @dataclass(frozen=True)
 class MissingData:
     dataset: str
-    path: Path  # the first file HELM will look for and not find
-    missing: int  # how many of the run's files are absent
+    path: Path  # the first file HELM will look for and not find (or find empty)
+    missing: int  # how many of the run's files are absent or empty
     total: int
+    empty: int = 0  # how many of the missing ones exist but are empty (or only whitespace)
 
     @property
     def where(self) -> str:
@@ -257,8 +288,11 @@ class MissingData:
         return self.missing == self.total
 
     def line(self, run: str) -> str:
-        return (f"run {run}: dataset {self.dataset} is missing {self.missing} of {self.total} files"
-                f" (expected {self.path}); get it from {self.where} and pass its folder with --data-dir")
+        empty = f", {self.empty} of them empty" if self.empty else ""
+        # an empty file is named where the user put it (HELM's path is a link into --data-dir)
+        first = f"{self.path.resolve()} is empty" if self.path.exists() else f"expected {self.path}"
+        return (f"run {run}: dataset {self.dataset} is missing {self.missing} of {self.total} files{empty}"
+                f" ({first}); get it from {self.where} and pass its folder with --data-dir")
 
 
 # Run spec functions that read their data while the run spec is built (BIG-bench reads task.json
@@ -272,7 +306,9 @@ def missing_inputs(class_name: str, args: dict, helm_dir: Path) -> MissingData |
     if req is None:
         return None
     dataset, files = req
-    absent = [f for f in files if not (helm_dir / f).exists()]
+    paths = [helm_dir / f for f in files]
+    empty = [p for p in paths if p.is_file() and _is_blank(p)]  # a folder (MATH's splits) is not checked
+    absent = [p for p in paths if not p.exists() or p in empty]
     if not absent:
         return None
-    return MissingData(dataset, helm_dir / absent[0], len(absent), len(files))
+    return MissingData(dataset, absent[0], len(absent), len(files), len(empty))

@@ -126,7 +126,7 @@ class TokenizeResponse(BaseModel):
 class DecodeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    tokens: list[int] = Field(..., description="Token ids, each in [0, 2**31).")
+    tokens: list[int] = Field(..., description="Token ids, each in [0, the tokenizer's size).")
 
 
 class DecodeResponse(BaseModel):
@@ -360,6 +360,17 @@ def _top_logprob(pairs: Sequence[tuple[str, float]]) -> dict[str, float]:
     return out
 
 
+def _not_unicode(field_name: str, text: str) -> str | None:
+    """Why `text` cannot be encoded as UTF-8 (JSON can carry a lone surrogate such as "\\ud800",
+    which no tokenizer accepts), or None. Checked before a request is queued: found later, it
+    would raise inside the backend and cost its batch-mates a re-run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"{field_name}: character {e.start} is a lone surrogate (U+{ord(text[e.start]):04X}), not valid Unicode text"
+    return None
+
+
 def _validation_message(errors: Sequence[dict]) -> str:
     parts = []
     for err in errors:
@@ -442,6 +453,10 @@ def create_app(
             raise HTTPException(400, f"top_k_per_token={body.top_k_per_token}: this backend gives at most {caps.top_logprobs if caps.logprobs else 1}")
         if body.echo_prompt and not caps.echo:
             raise HTTPException(400, "echo_prompt: this backend cannot echo the prompt")
+        texts = [("prompt", body.prompt)] + [(f"stop_sequences[{i}]", s) for i, s in enumerate(body.stop_sequences)]
+        for problem in (_not_unicode(name, text) for name, text in texts):
+            if problem is not None:
+                raise HTTPException(400, problem)
         try:
             result = await batcher.submit(body.to_generation_request(batcher.next_id()))
         except BackendFailure as e:
@@ -461,6 +476,9 @@ def create_app(
     @app.post("/tokenize", response_model=TokenizeResponse)
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
+        problem = _not_unicode("text", body.text)
+        if problem is not None:
+            raise HTTPException(400, problem)
         tokens = await batcher.on_worker(backend.tokenize, body.text)
         if body.truncation:
             tokens = tokens[: body.max_length]
@@ -469,12 +487,15 @@ def create_app(
     @app.post("/decode", response_model=DecodeResponse)
     async def decode(body: DecodeRequest) -> dict[str, Any]:
         t0 = time.perf_counter()
-        bad = [t for t in body.tokens if not 0 <= t < 2**31]
+        # The tokenizer's own size where the backend knows it: past it, a fast tokenizer decodes an
+        # id to nothing (a silent "") and others raise; 2**31 bounds what a remote server is sent.
+        limit = caps.vocab_size if caps.vocab_size is not None else 2**31
+        bad = [t for t in body.tokens if not 0 <= t < limit]
         if bad:
-            raise HTTPException(400, f"tokens: {bad[0]} is not a token id")
+            raise HTTPException(400, f"tokens: {bad[0]} is not a token id (ids are 0..{limit - 1})")
         try:
             text = await batcher.on_worker(backend.decode, body.tokens)
-        except Exception as e:  # e.g. an id past the vocabulary, depending on the tokenizer
+        except Exception as e:  # a tokenizer that refuses ids it has (e.g. a remote server's 4xx)
             raise HTTPException(400, f"tokens: cannot decode ({type(e).__name__}: {e})") from None
         return {"text": text, "request_time": time.perf_counter() - t0}
 

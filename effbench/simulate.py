@@ -62,13 +62,17 @@ def replay_finish_times(results: dict[str, GenerationResult], events: list[dict]
 
 
 def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, semantics: str | None = None) -> dict:
-    from effbench.helm_bridge import HelmSession
+    from effbench.helm_bridge import HelmSession, ensure_nltk_punkt_tab
+    from effbench.merge import default_cache_dir
     from effbench.runner import Progress, RunOptions, _score_runs, load_run_config, plan_suite
     from effbench.submission import Submission
     from effbench.suites import load_suite
 
     config = load_run_config(out)
     opts = RunOptions.from_json(config["options"])
+    # Scoring imports HELM's metric modules, which download punkt_tab on import: the same offline
+    # stub as `effbench run` (this is also the path of `effbench report --html`).
+    ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
     recorded = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
     if recorded is None:
         raise EffbenchError(f"{out / 'results.json'}: missing; simulate replays a finished run (resume it first)")

@@ -105,7 +105,8 @@ class HFBackend:
     @property
     def capabilities(self) -> BackendCapabilities:
         lim = self.submission.manifest.limits
-        return BackendCapabilities(max_batch_size=lim.max_batch_size, max_sequence_length=lim.max_sequence_length)
+        return BackendCapabilities(max_batch_size=lim.max_batch_size, max_sequence_length=lim.max_sequence_length,
+                                   vocab_size=len(self.tokenizer) if self.tokenizer is not None else None)
 
     def start(self) -> None:
         t0 = time.perf_counter()

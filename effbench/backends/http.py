@@ -55,7 +55,7 @@ class HTTPBackend:
     def capabilities(self) -> BackendCapabilities:
         lim = self.submission.manifest.limits
         return BackendCapabilities(max_batch_size=lim.max_batch_size, max_sequence_length=lim.max_sequence_length,
-                                   top_logprobs=20)
+                                   top_logprobs=20)  # vocab_size unknown: the server checks its own ids
 
     def start(self) -> None:
         t0 = time.perf_counter()

@@ -72,7 +72,8 @@ class VLLMBackend:
     def capabilities(self) -> BackendCapabilities:
         lim = self.submission.manifest.limits
         return BackendCapabilities(max_batch_size=lim.max_batch_size, max_sequence_length=lim.max_sequence_length,
-                                   echo=self.lora_mode == "merged")
+                                   echo=self.lora_mode == "merged",
+                                   vocab_size=len(self.tokenizer) if self.tokenizer is not None else None)
 
     def start(self) -> None:
         t0 = time.perf_counter()
