@@ -107,6 +107,7 @@ def run(
     from effbench.submission import Submission
     from effbench.suites import load_suite
 
+    opts = None
     try:
         if resume is not None:
             config = load_run_config(resume)
@@ -135,6 +136,12 @@ def run(
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:
         _fail(e)
+    except OSError as e:  # writing into --out: a file, read-only or full (HELM's own writes land here)
+        from effbench.journal import out_error
+
+        if opts is None or (err := out_error(opts.out, e)) is None:
+            raise
+        _fail(err)
     view.summary(outcome.results, out_console)
     out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{suite_obj.name}/")
 

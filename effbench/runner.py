@@ -20,7 +20,7 @@ from effbench import __version__
 from effbench.backends import make_backend
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
 from effbench.profiler import Telemetry, run_performance
-from effbench.journal import JOURNAL_NAME, Journal, budget_timeline, plan_digest, read_journal
+from effbench.journal import JOURNAL_NAME, Journal, budget_timeline, out_error, plan_digest, read_journal
 from effbench.scheduler import InProcess, Scheduler
 from effbench.worker import BackendWorker
 from effbench.submission import Submission
@@ -345,8 +345,15 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     }
     path = opts.out / "results.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(out, indent=2))
+        os.replace(tmp, path)
+    except OSError as e:  # a full or read-only disk: the journal keeps the results, say so
+        if tmp.exists():
+            tmp.unlink()
+        if (err := out_error(opts.out, OSError(e.errno, e.strerror, str(path)))) is None:
+            raise
+        raise err from e
     return RunOutcome(out, path, phases)
 
 
