@@ -65,6 +65,13 @@ def demo(
     console.print(f"demo submission written to [bold]{path}[/]; next: effbench run {path}")
 
 
+# The command line alone may widen what a submission is allowed (its manifest cannot): README,
+# "Submissions are untrusted".
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model and tokenizer code (auto_map, *.py). Only for trusted submissions.")]
+AllowOutsidePaths = Annotated[bool, typer.Option("--allow-outside-paths", help="Let base, adapter and tokenizer (and links in their folders) point outside the submission folder.")]
+
+
 def _minutes(text: str | None) -> float | None:
     """'300m', '90s', '2h' or a bare number of minutes; 'none' for no deadline."""
     if text is None:
@@ -96,13 +103,15 @@ def run(
     track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process (starts faster; a hung backend can then not be stopped at the deadline).")] = False,
     backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load *.bin/*.pt weights (pickle: runs code). Only for trusted submissions.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the submission's own model code. Only for trusted submissions.")] = False,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_outside_paths: AllowOutsidePaths = False,
 ) -> None:
     """Evaluate SUBMISSION on a suite under a time budget: HELM builds prompts and metrics, effbench
     batches the requests through the submission's backend (in a worker process it can stop at the
     deadline), journals every result, and writes results.json and HELM run folders."""
     from effbench.live import LiveView
+    from effbench.paths import safe_name
     from effbench.runner import RunOptions, load_run_config, run_suite, save_run_config
     from effbench.submission import Submission
     from effbench.suites import load_suite
@@ -113,10 +122,12 @@ def run(
             config = load_run_config(resume)
             submission, suite = Path(config["submission"]), config["suite"]
             allow_pickle, trust_remote_code = config["allow_pickle"], config["trust_remote_code"]
+            allow_outside_paths = config.get("allow_outside_paths", False)
             opts = RunOptions.from_json({**config["options"], "resume": True})
         elif submission is None:
             raise EffbenchError("run: give a SUBMISSION folder, or --resume OUT to continue a run")
-        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                              allow_outside_paths=allow_outside_paths)
         if resume is not None and config.get("backend"):
             sub = sub.with_backend(config["backend"])
         elif backend is not None:
@@ -127,11 +138,11 @@ def run(
                                          ("--order", order, ("effbench", "helm")), ("--semantics", semantics, ("item", "helm"))):
                 if value not in allowed:
                     raise EffbenchError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
-            out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}"
+            out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}")
             opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
                               data_dir=data_dir, missing_data=missing_data, track=track, budget_minutes=_minutes(budget),
                               order=order, semantics=semantics, in_process=in_process)
-            save_run_config(opts, sub, suite, allow_pickle, trust_remote_code)
+            save_run_config(opts, sub, suite)
         with LiveView(console, suite_obj) as view:
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:
@@ -143,7 +154,7 @@ def run(
             raise
         _fail(err)
     view.summary(outcome.results, out_console)
-    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{suite_obj.name}/")
+    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
 
 
 @app.command()
@@ -233,6 +244,9 @@ def check(
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process.")] = False,
     backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_outside_paths: AllowOutsidePaths = False,
 ) -> None:
     """The pre-submission timeout check: from a short probe, will SUBMISSION finish the suite within
     its budget on the target card, and what is lost if not? Exit 0 PASS, 1 AT RISK, 2 FAIL
@@ -241,6 +255,7 @@ def check(
 
     from effbench.check import check as run_check
     from effbench.merge import default_cache_dir
+    from effbench.paths import safe_name
     from effbench.runner import RunOptions
     from effbench.submission import Submission
     from effbench.suites import load_suite
@@ -248,10 +263,11 @@ def check(
     try:
         if order not in ("effbench", "helm") or semantics not in ("item", "helm"):
             raise EffbenchError("--order must be effbench or helm; --semantics item or helm")
-        sub = Submission.load(submission)
+        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                              allow_outside_paths=allow_outside_paths)
         sub = sub.with_backend(backend) if backend else sub
         suite_obj = load_suite(suite)
-        out = out or Path("effbench-out") / f"{sub.name}-{suite_obj.name}-check"
+        out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}-check")
         opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
                           data_dir=data_dir, order=order, semantics=semantics, in_process=in_process)
         report = run_check(sub, suite_obj, opts, track=track, probe_fraction=probe, budget_minutes=_minutes(budget),
@@ -294,6 +310,9 @@ def serve(
     one_at_a_time: Annotated[bool, typer.Option("--one-at-a-time", help="Batches of one, no gathering, no shared-prefix cache, as the challenge's sample servers did (for comparison).")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_outside_paths: AllowOutsidePaths = False,
 ) -> None:
     """Serve SUBMISSION over the challenge's HTTP API until Ctrl-C: POST /process (the sample
     servers' and HELM's fields; top_k is accepted and ignored), POST /tokenize, POST /decode,
@@ -304,6 +323,7 @@ def serve(
 
         run_server(submission, host=host, port=port, max_batch=max_batch, window_s=batch_window_ms / 1000,
                    one_at_a_time=one_at_a_time, cache_dir=cache_dir, backend=backend,
+                   trust=dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, allow_outside_paths=allow_outside_paths),
                    on_ready=lambda line: console.print(escape(line), highlight=False, soft_wrap=True))
     except EffbenchError as e:
         _fail(e)

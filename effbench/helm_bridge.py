@@ -46,6 +46,7 @@ from helm.benchmark.window_services.tokenizer_service import TokenizerService
 import effbench.helm_plugins  # noqa: F401  registers the closed suite's scenarios with HELM
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Origin
 from effbench.helm_plugins import offline_scenario_spec
+from effbench.paths import safe_name
 
 _registered: set[str] = set()
 
@@ -62,21 +63,24 @@ class NotExecutedByHelmClient(Client):
         raise RuntimeError("effbench models are executed by effbench's scheduler, not by a HELM client")
 
 
-def register_model(helm_name: str, tokenizer_dir: Path | None, max_sequence_length: int, endpoint: str | None = None) -> None:
+def register_model(helm_name: str, tokenizer_dir: Path | None, max_sequence_length: int, endpoint: str | None = None,
+                   *, trust_remote_code: bool) -> None:
     """Register deployment, tokenizer and metadata for `helm_name` (idempotent per process).
     A local tokenizer folder is read by HELM's HuggingFaceTokenizer; a remote server (backend
-    http) tokenizes through its own /tokenize and /decode with HELM's HTTPModelTokenizer."""
+    http) tokenizes through its own /tokenize and /decode with HELM's HTTPModelTokenizer.
+    `trust_remote_code` (the command line's flag) is passed to every tokenizer load explicitly:
+    left unset, transformers asks on a terminal whether to run a folder's code."""
     if helm_name in _registered:
         return
     if tokenizer_dir is not None:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True, trust_remote_code=trust_remote_code)
         # HELM fits prompts with token counts that leave out the special tokens the tokenizer adds
         # (BOS); the model sees them, so HELM's window is the model's minus those.
         n_special = len(tok.encode("", add_special_tokens=True))
         spec = TokenizerSpec(class_name="helm.tokenizers.huggingface_tokenizer.HuggingFaceTokenizer",
-                             args={"pretrained_model_name_or_path": str(tokenizer_dir)})
+                             args={"pretrained_model_name_or_path": str(tokenizer_dir), "trust_remote_code": trust_remote_code})
         eot, prefix = tok.eos_token or "", tok.bos_token or ""
     else:
         n_special, eot, prefix = 0, "", ""
@@ -146,7 +150,7 @@ class HelmSession:
         self.tokenizer_service = TokenizerService(self.executor.context)
         self.metric_service = MetricService(self.executor.context)
         self.annotator = AnnotationExecutor(AnnotationExecutionSpec(local_path=str(local_path), parallelism=parallelism))
-        self.runs_dir = helm_dir / "runs" / suite
+        self.runs_dir = helm_dir / "runs" / safe_name(suite)
         self.eval_cache = self.runs_dir / "eval_cache"
         ensure_directory_exists(str(self.eval_cache))
 
@@ -197,7 +201,7 @@ class HelmSession:
             result = create_metric(metric_spec).evaluate(scenario_state, self.metric_service, str(self.eval_cache), self.parallelism)
             stats.extend(result.aggregated_stats)
             per_instance.extend(result.per_instance_stats)
-        run_path = self.runs_dir / spec.name
+        run_path = self.runs_dir / safe_name(spec.name)  # a run entry may hold "/" or ".."
         ensure_directory_exists(str(run_path))
         stats = remove_stats_nans(stats)
         files = {

@@ -68,14 +68,15 @@ class RunOptions:
 RUN_CONFIG = "run_config.json"
 
 
-def save_run_config(opts: RunOptions, submission: Submission, suite: str, allow_pickle: bool, trust_remote_code: bool) -> None:
-    """What `--resume` needs to rebuild the same plan: written before the first request."""
+def save_run_config(opts: RunOptions, submission: Submission, suite: str) -> None:
+    """What `--resume` needs to rebuild the same plan: written before the first request. The
+    command line's trust flags are kept, so a resume allows exactly what the start allowed."""
     opts.out.mkdir(parents=True, exist_ok=True)
     suite_ref = str(Path(suite).resolve()) if suite.endswith(".toml") else suite
     (opts.out / RUN_CONFIG).write_text(json.dumps({
         "submission": str(submission.folder), "suite": suite_ref, "backend": submission.manifest.backend,
-        "allow_pickle": allow_pickle,
-        "trust_remote_code": trust_remote_code, "options": opts.to_json(),
+        "allow_pickle": submission.allow_pickle, "trust_remote_code": submission.trust_remote_code,
+        "allow_outside_paths": submission.allow_outside_paths, "options": opts.to_json(),
     }, indent=2))
 
 
@@ -192,7 +193,8 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
         probe.start()
         probe.close()
     helm_name = helm_model_name(submission.name)
-    register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length, submission.manifest.endpoint)
+    register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length, submission.manifest.endpoint,
+                   trust_remote_code=submission.trust_remote_code)
 
     not_run: dict[str, str] = {}
     entries = []

@@ -529,14 +529,16 @@ def serve(
     backend: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     on_ready: Callable[[str], None] | None = None,
+    trust: dict[str, bool] | None = None,
 ) -> None:
-    """Load the submission, start its backend, serve until interrupted (Ctrl-C), close the backend."""
+    """Load the submission, start its backend, serve until interrupted (Ctrl-C), close the backend.
+    `trust`: the command line's allow_pickle / trust_remote_code / allow_outside_paths."""
     import uvicorn
 
     from effbench.backends import make_backend
     from effbench.submission import Submission
 
-    sub = Submission.load(submission)
+    sub = Submission.load(submission, **(trust or {}))
     sub = sub.with_backend(backend) if backend else sub
     sock = _bind(host, port)  # before the (slow) model load: a taken port fails at once
     try:

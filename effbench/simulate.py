@@ -78,7 +78,8 @@ def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, 
         raise EffbenchError(f"{out / 'results.json'}: missing; simulate replays a finished run (resume it first)")
     _, journal_results, events = read_journal(out / JOURNAL_NAME)
     results = {r.request_id: r for r in journal_results}
-    sub = Submission.load(config["submission"], allow_pickle=config["allow_pickle"], trust_remote_code=config["trust_remote_code"])
+    sub = Submission.load(config["submission"], allow_pickle=config["allow_pickle"], trust_remote_code=config["trust_remote_code"],
+                          allow_outside_paths=config.get("allow_outside_paths", False))
     suite = load_suite(config["suite"])
     semantics = semantics or opts.semantics
     with tempfile.TemporaryDirectory(prefix="effbench-simulate-") as tmp:

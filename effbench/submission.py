@@ -1,27 +1,76 @@
 """A submission folder: `effbench.toml` + base model + optional LoRA adapter, validated before any load.
 
-Submissions are untrusted code and weights. Validation reads only JSON configs and safetensors
-headers (never a pickle, never remote code), and every mistake is one EffbenchError line that
-names the file and the manifest field.
+Submissions are untrusted code and weights. Validation reads only JSON configs, tokenizer files
+and safetensors headers (never a pickle, never remote code; effbench/model_files.py), and every
+mistake is one EffbenchError line that names the file and the manifest field. What the command
+line alone may allow (a manifest cannot): remote code, pickle weights, paths outside the folder.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.contracts import EffbenchError
+from effbench.model_files import (
+    check_adapter,
+    check_config_matches_weights,
+    check_tokenizer_file,
+    read_json,
+    refuse_remote_code,
+    safetensors_header,
+    weight_files,
+)
+from effbench.paths import inside, resolved
 
 MANIFEST_NAME = "effbench.toml"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# [backend_args] keys that would load code, or files from outside the submission, or reach the
+# network: only effbench (from the submission's own folders) and the command line set these. The
+# vllm backend also admits only the tuning knobs of effbench.backends.vllm.MANIFEST_ENGINE_ARGS.
+FORBIDDEN_BACKEND_ARGS = {
+    "trust_remote_code": "remote code is allowed only by the command line's --trust-remote-code",
+    "model": "the model is the submission's base (or effbench's merge of it)",
+    "model_weights": "the weights are the submission's own",
+    "tokenizer": "the tokenizer is the manifest's own 'tokenizer' field",
+    "hf_config_path": "configs come from the submission's folders",
+    "download_dir": "nothing is downloaded into other folders",
+    "hf_overrides": "it can rewrite the config (auto_map: remote code)",
+    "model_class_overrides": "names Python classes to import",
+    "hf_token": "no hub access from a manifest",
+    "revision": "hub revisions load other files",
+    "code_revision": "hub revisions load other files",
+    "tokenizer_revision": "hub revisions load other files",
+    "chat_template": "a template file outside the submission",
+    "generation_config": "a config folder outside the submission",
+    "load_format": "'pt' unpickles weights, others stream from remote stores; weights load as safetensors",
+    "model_loader_extra_config": "loader plug-ins load code and files",
+    "worker_cls": "names a Python class to import",
+    "worker_extension_cls": "names a Python class to import",
+    "scheduler_cls": "names a Python class to import",
+    "distributed_executor_backend": "can name a Python class to import",
+    "logits_processors": "names Python classes to import",
+    "reasoning_parser_plugin": "a Python file to import",
+    "io_processor_plugin": "a plug-in to import",
+    "compilation_config": "can name Python passes to import",
+    "speculative_config": "loads a second model from anywhere",
+    "kv_transfer_config": "loads connectors and reaches the network",
+    "kv_events_config": "publishes over the network",
+    "otlp_traces_endpoint": "sends traces over the network",
+    "master_addr": "listens beyond this machine's loopback",
+    "data_parallel_address": "listens beyond this machine's loopback",
+    "log_config_file": "a file outside the submission",
+    "allowed_local_media_path": "reads files outside the submission",
+    "allowed_media_domains": "fetches from the network",
+    "enable_lora": "effbench serves the manifest's adapter itself (backend_args.lora_mode)",
+    "device": "the device is effbench's choice (the GPU where there is one)",
+}
 
 
 class Limits(BaseModel):
@@ -54,11 +103,22 @@ class Manifest(BaseModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        from effbench.backends import BACKENDS
+        from effbench.backends import available_backends
 
-        if v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}; one of {sorted(BACKENDS)}")
+        if v not in available_backends():
+            raise ValueError(f"unknown backend {v!r}; one of {sorted(available_backends())}")
         return v
+
+    @model_validator(mode="after")
+    def _safe_backend_args(self) -> "Manifest":
+        for key in self.backend_args:
+            if key in FORBIDDEN_BACKEND_ARGS:
+                raise ValueError(f"backend_args.{key}: not allowed in a manifest ({FORBIDDEN_BACKEND_ARGS[key]})")
+        if self.backend == "vllm":
+            from effbench.backends.vllm import check_engine_args
+
+            check_engine_args(self.backend_args)
+        return self
 
 
 def validation_line(path: Path, err: ValidationError) -> str:
@@ -69,7 +129,7 @@ def validation_line(path: Path, err: ValidationError) -> str:
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
     msg = str(first.get("ctx", {}).get("error", "")) if kind == "value_error" else ""
-    if not first["loc"] and re.match(r"^\w+: ", msg):  # a whole-model check that names its field
+    if not first["loc"] and re.match(r"^[\w.]+: ", msg):  # a whole-model check that names its field
         name, _, why = msg.partition(": ")
         return f"{path}: field '{name}': {why}"
     if kind == "extra_forbidden":
@@ -95,66 +155,9 @@ def read_manifest(folder: Path) -> Manifest:
         raise EffbenchError(validation_line(path, e)) from None
 
 
-def safetensors_header(path: Path, field: str) -> dict[str, list[int]]:
-    """Tensor name -> shape from a safetensors file's JSON header; reads no tensor data.
-    `field` is the manifest field the file belongs to, for the error message."""
-    bad = f"(manifest field '{field}')"
-    with path.open("rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise EffbenchError(f"{path}: not a safetensors file (truncated header) {bad}")
-        (n,) = struct.unpack("<Q", raw)
-        if n > 100_000_000:
-            raise EffbenchError(f"{path}: not a safetensors file (header length {n}) {bad}")
-        body = f.read(n)
-    if len(body) != n:
-        raise EffbenchError(f"{path}: not a safetensors file (header cut short: {len(body)} of {n} bytes) {bad}")
-    try:
-        header = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EffbenchError(f"{path}: not a safetensors file (header is not JSON) {bad}") from None
-    if not isinstance(header, dict):
-        raise EffbenchError(f"{path}: not a safetensors file (header is not a JSON object) {bad}")
-    header.pop("__metadata__", None)
-    shapes = {}
-    for name, info in header.items():
-        shape = info.get("shape") if isinstance(info, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
-            raise EffbenchError(f"{path}: not a safetensors file (tensor '{name}' has no shape) {bad}")
-        shapes[name] = shape
-    return shapes
-
-
-def _weights(folder: Path, field: str, manifest: Path, allow_pickle: bool) -> list[Path]:
-    safe = sorted(folder.glob("*.safetensors"))
-    if safe:
-        return safe
-    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles and not allow_pickle:
-        raise EffbenchError(
-            f"{manifest}: field '{field}': weights in {folder} are only pickle files ({pickles[0].name});"
-            " convert them to safetensors, or pass --allow-pickle if you trust this submission"
-        )
-    if pickles:
-        return pickles
-    raise EffbenchError(f"{manifest}: field '{field}': no weights (*.safetensors) in {folder}")
-
-
-def _json(path: Path, manifest: Path, field: str) -> dict:
-    if not path.is_file():
-        raise EffbenchError(f"{manifest}: field '{field}': {path} is missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EffbenchError(f"{path}: not valid JSON ({e}) (manifest field '{field}')") from None
-    if not isinstance(data, dict):
-        raise EffbenchError(f"{path}: expected a JSON object, got {type(data).__name__} (manifest field '{field}')")
-    return data
-
-
 @dataclass(frozen=True)
 class Submission:
-    """A validated submission; paths are absolute. `base_dir` is None for a hub id."""
+    """A validated submission; paths are absolute and resolved. `base_dir` is None for a hub id."""
 
     folder: Path
     manifest: Manifest
@@ -164,6 +167,7 @@ class Submission:
     tokenizer_dir: Path | None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    allow_outside_paths: bool = False
 
     @property
     def name(self) -> str:
@@ -175,58 +179,64 @@ class Submission:
 
     @classmethod
     def load(
-        cls, folder: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False, base_dir: Path | None = None
+        cls, folder: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False,
+        allow_outside_paths: bool = False, base_dir: Path | None = None,
     ) -> Submission:
-        """Validate a submission folder. `base_dir` replaces a hub-id base by its downloaded folder."""
-        folder = Path(folder).resolve()
+        """Validate a submission folder. `base_dir` replaces a hub-id base by its downloaded folder.
+        The flags are the command line's: a manifest cannot set them."""
+        folder = resolved(Path(folder), "submission folder")
         m = read_manifest(folder)
         mpath = folder / MANIFEST_NAME
+        flags = (allow_pickle, trust_remote_code, allow_outside_paths)
+
+        def local(rel: str, field: str) -> Path:
+            return inside(folder / rel, folder, f"{mpath}: field '{field}'", allow_outside_paths)
 
         if m.base is None:  # a remote server (backend http): no weights here to check
-            return cls(folder, m, None, None, None, None, allow_pickle, trust_remote_code)
+            return cls(folder, m, None, None, None, None, *flags)
         base_id = m.base if base_dir is not None else None
-        base_dir = base_dir or (folder / m.base).resolve()
-        if not base_dir.is_dir():
-            if HUB_ID.match(m.base) and not (folder / m.base.split("/")[0]).exists():
-                base_dir, base_id = None, m.base
-            else:
+        if base_dir is None and HUB_ID.match(m.base) and not (folder / m.base.split("/")[0]).exists():
+            base_id = m.base  # a hub id: downloaded (and validated like a folder) by fetch_hub_base
+        elif base_dir is None:
+            base_dir = local(m.base, "base")
+            if not base_dir.is_dir():
                 raise EffbenchError(f"{mpath}: field 'base': folder {base_dir} does not exist")
 
         base_shapes: dict[str, list[int]] | None = None  # None: not known before loading (hub, pickle)
         if base_dir is not None:
-            config = _json(base_dir / "config.json", mpath, "base")
-            if config.get("auto_map") and not trust_remote_code:
-                raise EffbenchError(
-                    f"{base_dir / 'config.json'}: field 'auto_map': the model needs its own code;"
-                    " pass --trust-remote-code only if you trust this submission (manifest field 'base')"
-                )
-            for w in _weights(base_dir, "base", mpath, allow_pickle):
+            _check_folder(base_dir, folder, mpath, "base", trust_remote_code, allow_outside_paths or base_id is not None)
+            config = read_json(base_dir / "config.json", mpath, "base")
+            for w in weight_files(base_dir, "base", mpath, allow_pickle):
                 if w.suffix == ".safetensors":
                     base_shapes = {**(base_shapes or {}), **safetensors_header(w, "base")}
+            if base_shapes is not None and not config.get("auto_map"):
+                check_config_matches_weights(base_dir / "config.json", config, base_shapes, "base")
 
-        tokenizer_dir = (folder / m.tokenizer).resolve() if m.tokenizer else base_dir
+        tokenizer_dir = local(m.tokenizer, "tokenizer") if m.tokenizer else base_dir
         if tokenizer_dir is not None:
             tfield = "tokenizer" if m.tokenizer else "base"
             if not tokenizer_dir.is_dir():
                 raise EffbenchError(f"{mpath}: field '{tfield}': tokenizer folder {tokenizer_dir} does not exist")
+            if m.tokenizer:
+                _check_folder(tokenizer_dir, folder, mpath, tfield, trust_remote_code, allow_outside_paths)
             if not any((tokenizer_dir / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
                 raise EffbenchError(
                     f"{mpath}: field '{tfield}': no tokenizer (tokenizer.json or tokenizer.model) in {tokenizer_dir}"
                 )
+            check_tokenizer_file(tokenizer_dir, tfield)
 
         adapter_dir = None
         if m.adapter is not None:
-            adapter_dir = (folder / m.adapter).resolve()
+            adapter_dir = local(m.adapter, "adapter")
             if not adapter_dir.is_dir():
                 raise EffbenchError(f"{mpath}: field 'adapter': folder {adapter_dir} does not exist")
-            _check_adapter(adapter_dir, mpath, base_shapes, allow_pickle)
+            _check_folder(adapter_dir, folder, mpath, "adapter", trust_remote_code, allow_outside_paths)
+            check_adapter(adapter_dir, mpath, base_shapes, allow_pickle)
 
-        return cls(folder, m, base_dir, base_id, adapter_dir, tokenizer_dir, allow_pickle, trust_remote_code)
+        return cls(folder, m, base_dir, base_id, adapter_dir, tokenizer_dir, *flags)
 
     def with_backend(self, name: str) -> Submission:
         """The same submission served by another backend (`--backend`); its backend_args stay."""
-        from dataclasses import replace
-
         try:
             manifest = Manifest.model_validate({**self.manifest.model_dump(), "backend": name})
         except ValidationError as e:
@@ -235,13 +245,15 @@ class Submission:
 
     def fetch_hub_base(self) -> Submission:
         """A hub-id base downloaded (configs, safetensors, tokenizer; pickles only with
-        allow_pickle) and validated like a local folder. Needs the network: offline, one line."""
+        allow_pickle, Python files only with trust_remote_code) and validated like a local
+        folder. Needs the network: offline, one line."""
         if self.base_dir is not None or self.manifest.base is None:
             return self
         from huggingface_hub import snapshot_download
 
         patterns = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]
         patterns += ["*.bin", "*.pt"] if self.allow_pickle else []
+        patterns += ["*.py"] if self.trust_remote_code else []
         try:
             path = snapshot_download(self.manifest.base, allow_patterns=patterns)
         except Exception as e:  # huggingface_hub raises many types (offline, not found, gated): all mean "cannot fetch"
@@ -249,36 +261,17 @@ class Submission:
                 f"{self.manifest_path}: field 'base': cannot fetch hub model {self.manifest.base!r}"
                 f" ({type(e).__name__}); download it and set base to its folder"
             ) from e
-        return Submission.load(
-            self.folder, allow_pickle=self.allow_pickle, trust_remote_code=self.trust_remote_code, base_dir=Path(path)
-        )
+        return Submission.load(self.folder, allow_pickle=self.allow_pickle, trust_remote_code=self.trust_remote_code,
+                               allow_outside_paths=self.allow_outside_paths, base_dir=Path(path))
 
 
-def _check_adapter(adapter_dir: Path, mpath: Path, base_shapes: dict[str, list[int]] | None, allow_pickle: bool) -> None:
-    """LoRA tensors must sit on existing base weights with matching in/out features."""
-    cfg_path = adapter_dir / "adapter_config.json"
-    cfg = _json(cfg_path, mpath, "adapter")
-    if str(cfg.get("peft_type", "")).upper() != "LORA":
-        raise EffbenchError(f"{cfg_path}: field 'peft_type': {cfg.get('peft_type')!r} is not LORA (manifest field 'adapter')")
-    weights = _weights(adapter_dir, "adapter", mpath, allow_pickle)
-    if base_shapes is None or weights[0].suffix != ".safetensors":
-        return  # hub base or pickle adapter: shapes are checked when loaded
-    for w in weights:
-        for key, shape in safetensors_header(w, "adapter").items():
-            m = re.match(r"^(?:base_model\.model\.)?(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
-            if not m:
-                continue
-            module, ab = m.group(1), m.group(2)
-            base_key = f"{module}.weight"
-            if base_key not in base_shapes:
-                raise EffbenchError(
-                    f"{w}: LoRA tensor '{key}' targets '{base_key}', which the base model does not have"
-                    " (manifest field 'adapter': adapter does not match base)"
-                )
-            out_f, in_f = base_shapes[base_key][0], base_shapes[base_key][-1]
-            ok = shape[-1] == in_f if ab == "A" else shape[0] == out_f
-            if not ok:
-                raise EffbenchError(
-                    f"{w}: LoRA tensor '{key}' has shape {shape} but base weight '{base_key}' is"
-                    f" {base_shapes[base_key]} (manifest field 'adapter': adapter does not match base)"
-                )
+def _check_folder(model_dir: Path, root: Path, mpath: Path, field: str, trust_remote_code: bool, allow_outside: bool) -> None:
+    """Every file a loader may open stays inside the submission (a link out of it is refused, a
+    link loop named), and nothing in the folder makes a loader run code without the flag."""
+    for entry in sorted(model_dir.iterdir()):
+        if entry.is_symlink() or not entry.exists():
+            inside(entry, root, f"{mpath}: field '{field}': a link in {model_dir}", allow_outside)
+            if not entry.exists():
+                raise EffbenchError(f"{entry}: a broken link in the model folder (manifest field '{field}')")
+    if not trust_remote_code:
+        refuse_remote_code(model_dir, mpath, field)

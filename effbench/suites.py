@@ -38,7 +38,7 @@ class ScenarioColumns(BaseModel):
 
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*$", max_length=100, description="also a folder name under --out")
     description: str = ""
     budget_minutes: float = Field(gt=0)
     weight: float = Field(1.0, ge=0)

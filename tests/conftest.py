@@ -14,6 +14,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Offline, always: tests must never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["EFFBENCH_TESTING"] = "1"  # the fault-injecting backend (effbench.backends.TEST_BACKENDS)
 
 
 def pytest_addoption(parser):

@@ -94,8 +94,8 @@ def cli_run(folder: Path, *args: str):
     return CliRunner().invoke(app, ["run", str(folder), *args])
 
 
-def assert_cli_refuses(folder: Path, message: str | None = None) -> str:
-    result = cli_run(folder)
+def assert_cli_refuses(folder: Path, message: str | None = None, *args: str) -> str:
+    result = cli_run(folder, *args)
     out = result.output  # click >= 8.2 mixes stderr into output
     assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}\n{out}"
     assert result.exit_code == 2, out
@@ -227,6 +227,33 @@ def _lora_with_wrong_in_features(d: Path) -> None:
     save_lora(d / "adapter" / "adapter_model.safetensors", {f"{prefix}.lora_A.weight": (8, 7), f"{prefix}.lora_B.weight": (128, 8)})
 
 
+def _adapter_without_lora_tensors(d: Path) -> None:
+    save_lora(d / "adapter" / "adapter_model.safetensors", {"base_model.model.model.norm.weight": (128,)})
+
+
+def _lora_tensor_of_shape_0d(d: Path) -> None:
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_lora(d / "adapter" / "adapter_model.safetensors", {f"{prefix}.lora_A.weight": (), f"{prefix}.lora_B.weight": (128, 8)})
+
+
+def _cut_short(rel: str, drop: int):
+    def go(d: Path) -> None:
+        data = (d / rel).read_bytes()
+        (d / rel).write_bytes(data[:-drop])
+
+    return go
+
+
+def _link_loop(d: Path) -> None:
+    (d / "loop_a").symlink_to(d / "loop_b")
+    (d / "loop_b").symlink_to(d / "loop_a")
+    edit(d, base="loop_a")
+
+
+def _file_link_loop(d: Path) -> None:
+    (d / "base" / "extra.json").symlink_to(d / "base" / "extra.json")
+
+
 F = lambda rel: (lambda d: str(d / rel))  # noqa: E731  an expected substring: that path, in this copy
 
 # id, mutation of the copy, substrings the message must contain (str, or callable of the folder),
@@ -320,6 +347,64 @@ MISTAKES = [
                  [F("base/model.safetensors")], None, id="base-safetensors-entry-without-shape"),
     pytest.param(_write("base/model.safetensors", struct.pack("<Q", 100) + b"{}"), [F("base/model.safetensors")], None,
                  id="base-safetensors-header-longer-than-file"),
+    # Silent wrong inputs, now refused (issue 13): an adapter that would change nothing
+    pytest.param(_adapter_without_lora_tensors, [F("adapter/adapter_model.safetensors"), "no LoRA tensors"], "adapter",
+                 id="adapter-without-lora-tensors"),
+    pytest.param(lambda d: save_lora(d / "adapter" / "adapter_model.safetensors", {}),
+                 [F("adapter/adapter_model.safetensors"), "no LoRA tensors"], "adapter", id="adapter-without-tensors"),
+    pytest.param(_edit_json("adapter/adapter_config.json", target_modules=["nonexistent_proj"]),
+                 [F("adapter/adapter_config.json"), "matches no module of the base"], "target_modules",
+                 id="adapter-target-modules-match-nothing"),
+    pytest.param(_edit_json("adapter/adapter_config.json", target_modules=".*\\.nothing_here"),
+                 [F("adapter/adapter_config.json"), "matches no module of the base"], "target_modules",
+                 id="adapter-target-modules-regex-matches-nothing"),
+    # Broken files that used to end in a traceback: one line each
+    pytest.param(_lora_tensor_of_shape_0d, [F("adapter/adapter_model.safetensors"), "shape []", "2 dimensions"], "adapter",
+                 id="adapter-tensor-shape-0d"),
+    pytest.param(_cut_short("base/model.safetensors", 1000), [F("base/model.safetensors"), "data cut short"], "base",
+                 id="base-safetensors-data-cut-short"),
+    pytest.param(_cut_short("adapter/adapter_model.safetensors", 10), [F("adapter/adapter_model.safetensors"), "data cut short"],
+                 "adapter", id="adapter-safetensors-data-cut-short"),
+    pytest.param(_cut_short("base/tokenizer.json", 50), [F("base/tokenizer.json"), "not a valid tokenizer"], "base",
+                 id="tokenizer-json-cut-short"),
+    pytest.param(_write("base/tokenizer.json", '{"model": {"type": "NoSuchModel"}}'),
+                 [F("base/tokenizer.json"), "not a valid tokenizer"], "base", id="tokenizer-json-wrong-content"),
+    pytest.param(_edit_json("base/config.json", num_hidden_layers=3),
+                 [F("base/config.json"), "model.layers.2", "does not match the weights"], "base", id="config-more-layers-than-weights"),
+    pytest.param(_edit_json("base/config.json", intermediate_size=1000),
+                 [F("base/config.json"), "mlp", "does not match the weights"], "base", id="config-other-sizes-than-weights"),
+    pytest.param(_edit_json("base/config.json", model_type="no-such-architecture"),
+                 [F("base/config.json"), "no-such-architecture"], "model_type", id="config-unknown-model-type"),
+    pytest.param(_link_loop, [F("loop_a"), "symlink loop"], "base", id="base-symlink-loop"),
+    pytest.param(_file_link_loop, [F("base/extra.json")], "base", id="file-symlink-loop-in-base"),
+    # Remote code and what a manifest may not pass to a backend
+    pytest.param(_edit_json("base/tokenizer_config.json", auto_map={"AutoTokenizer": ["tokenization_evil.Evil", None]}),
+                 [F("base/tokenizer_config.json"), "--trust-remote-code"], "auto_map", id="tokenizer-config-remote-code"),
+    pytest.param(_write("base/modeling_evil.py", "raise SystemExit('ran')\n"), [F("base/modeling_evil.py"), "--trust-remote-code"],
+                 "base", id="python-file-in-base"),
+    pytest.param(_write("adapter/helper.py", "x = 1\n"), [F("adapter/helper.py"), "--trust-remote-code"], "adapter",
+                 id="python-file-in-adapter"),
+    pytest.param(_edit(backend_args={"trust_remote_code": True}), [F(MANIFEST), "--trust-remote-code"],
+                 "backend_args.trust_remote_code", id="backend-args-trust-remote-code-hf"),
+    pytest.param(_edit(backend="vllm", backend_args={"trust_remote_code": True}), [F(MANIFEST), "--trust-remote-code"],
+                 "backend_args.trust_remote_code", id="backend-args-trust-remote-code-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"tokenizer": "/elsewhere/tok"}), [F(MANIFEST), "not allowed"],
+                 "backend_args.tokenizer", id="backend-args-tokenizer-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"download_dir": "/tmp/x"}), [F(MANIFEST), "not allowed"],
+                 "backend_args.download_dir", id="backend-args-download-dir-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"hf_overrides": "{}"}), [F(MANIFEST), "not allowed"],
+                 "backend_args.hf_overrides", id="backend-args-hf-overrides-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"load_format": "pt"}), [F(MANIFEST), "unpickles"],
+                 "backend_args.load_format", id="backend-args-load-format-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"max_num_partial_prefills": 2}), [F(MANIFEST), "not an engine argument"],
+                 "backend_args.max_num_partial_prefills", id="backend-args-unlisted-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"enforce_eager": ["a"]}), [F(MANIFEST), "not a plain value"],
+                 "backend_args.enforce_eager", id="backend-args-non-scalar-vllm"),
+    # Paths that leave the submission folder
+    pytest.param(_edit(base="../elsewhere"), [F(MANIFEST), "outside the submission folder", "--allow-outside-paths"], "base",
+                 id="base-dot-dot"),
+    pytest.param(_edit(base="/etc"), [F(MANIFEST), "outside the submission folder"], "base", id="base-absolute"),
+    pytest.param(_edit(tokenizer="/tmp"), [F(MANIFEST), "outside the submission folder"], "tokenizer", id="tokenizer-absolute"),
 ]
 
 
@@ -357,16 +442,17 @@ def test_cli_refuses(sub: Path, mutate, substrings, field) -> None:
 
 
 def test_adapter_of_another_base_size(sub: Path, other_demo: Path) -> None:
-    """11: the adapter of a hidden-size-256 model on the hidden-size-128 base."""
+    """11: the adapter of a hidden-size-256 model on the hidden-size-128 base (outside the
+    submission folder, so only with --allow-outside-paths)."""
     edit(sub, adapter=str(other_demo / "adapter"))
-    msg = load_error(sub)
+    msg = load_error(sub, allow_outside_paths=True)
     assert "adapter does not match base" in msg and "field 'adapter'" in msg
     assert str(other_demo / "adapter" / "adapter_model.safetensors") in msg
     shapes = re.search(r"has shape (\[[\d, ]+\]) but base weight '([\w.]+)' is (\[[\d, ]+\])", msg)
     assert shapes, msg
     lora_shape, base_shape = json.loads(shapes.group(1)), json.loads(shapes.group(3))
     assert 256 in lora_shape and 256 not in base_shape and 128 in base_shape
-    assert_cli_refuses(sub, msg)
+    assert_cli_refuses(sub, msg, "--allow-outside-paths")
 
 
 def test_adapter_of_another_base_size_relative_path(sub: Path, other_demo: Path) -> None:

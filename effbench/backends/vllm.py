@@ -3,7 +3,8 @@
 Same request semantics as the HF backend: both assemble their completions with
 effbench.backends.common (per-token texts, HELM's stop rule, echo), from vLLM's token ids and
 logprobs. Prefix caching is on (few-shot prompts share long prefixes). Engine arguments pass
-through from the manifest's `[backend_args]`, except `lora_mode`: "merged" serves the merged
+through from the manifest's `[backend_args]` (none that loads code or outside files: the
+manifest refuses those), except `lora_mode`: "merged" serves the merged
 weights from effbench's merge cache, "adapter" serves the base with the unmerged adapter through
 a LoRARequest, to measure what merging buys.
 
@@ -35,6 +36,31 @@ CPU_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "
 QUIET = {"VLLM_LOGGING_LEVEL": "WARNING"}  # vLLM logs every engine detail at INFO: effbench reports its own
 ADAPTER_ECHO_REFUSAL = ("echo_prompt needs prompt logprobs, which crash vLLM's CPU engine with LoRA enabled"
                         " (punica_cpu.add_lora_logits); serve with lora_mode = \"merged\"")
+
+
+# The engine arguments a manifest may set: scalar tuning knobs that load nothing and listen nowhere.
+# Everything else (a path, a class to import, a second model, a network address) is effbench's or
+# the command line's to choose; submission.FORBIDDEN_BACKEND_ARGS says why for the dangerous ones.
+MANIFEST_ENGINE_ARGS = frozenset({
+    "lora_mode", "enforce_eager", "gpu_memory_utilization", "kv_cache_memory_bytes", "max_num_batched_tokens",
+    "max_num_seqs", "max_model_len", "block_size", "enable_prefix_caching", "enable_chunked_prefill", "kv_cache_dtype",
+    "cpu_offload_gb", "tensor_parallel_size", "max_logprobs", "disable_log_stats", "quantization", "seed",
+    "cudagraph_capture_sizes", "max_cudagraph_capture_size", "num_gpu_blocks_override", "prefix_caching_hash_algo",
+    "disable_sliding_window", "disable_cascade_attn", "attention_backend", "async_scheduling", "scheduling_policy",
+    "optimization_level", "performance_mode", "swap_space",
+})
+
+
+def check_engine_args(args: dict) -> None:
+    """Raise ValueError (the manifest's validator turns it into one line) for an engine argument a
+    manifest may not set, or a value that is not a plain scalar (a list of sizes is one)."""
+    for key, value in args.items():
+        if key not in MANIFEST_ENGINE_ARGS:
+            raise ValueError(f"backend_args.{key}: not an engine argument a manifest may set (vllm); allowed:"
+                             f" {', '.join(sorted(MANIFEST_ENGINE_ARGS))}")
+        scalar = (bool, int, float, str)
+        if not (isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, int) for v in value))):
+            raise ValueError(f"backend_args.{key}: {value!r} is not a plain value")
 
 
 def _import_vllm():
@@ -103,7 +129,10 @@ class VLLMBackend:
             t = time.perf_counter()
             self.model_dir, self.merged_now = merged_model_dir(sub, m.dtype, self.cache_dir)
             self.merge_seconds = time.perf_counter() - t
-        args.update(self.engine_args)  # the manifest's engine arguments win
+        args.update(self.engine_args)  # the manifest's engine arguments win, but for those below
+        # Only the command line may allow remote code; the manifest's validator refuses the key and
+        # every argument that loads files from elsewhere (submission.FORBIDDEN_BACKEND_ARGS).
+        args["trust_remote_code"] = sub.trust_remote_code
         self.llm = vllm.LLM(model=str(self.model_dir), **args)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
