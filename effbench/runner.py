@@ -259,7 +259,13 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         try:  # until execution starts: on any failure, stop the worker and close the journal, then re-raise
             session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
             # once the data checks pass, the worker merges and loads the model while HELM builds requests
-            plan = plan_suite(submission, suite, opts, session, progress, on_data_checked=worker.launch if worker else None)
+            launched: list[float] = []  # when the worker was launched, for results.json
+
+            def launch() -> None:
+                launched.append(time.time())
+                worker.launch()
+
+            plan = plan_suite(submission, suite, opts, session, progress, on_data_checked=launch if worker else None)
             requests = plan.requests(suite.name)
             progress.on_plan({p.name: len(p.request_states) for p in plan.plans})
 
@@ -309,7 +315,9 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "backend": {"name": info["name"], "model_dir": info["model_dir"], "merged_this_run": info["merged_now"],
                     "device": info["device"], "load_seconds": round(info["load_seconds"], 3),
                     "merge_seconds": round(info["merge_seconds"], 3), "warm_up_seconds": round(info["warm_up_seconds"], 3),
-                    "process": "in-process" if opts.in_process else "worker"},
+                    "process": "in-process" if opts.in_process else "worker",
+                    # seconds into the plan phase when the worker started loading (it overlaps planning)
+                    "launched_after_s": round(launched[0] - phases[0].start, 3) if launched else None},
         "budget": {
             "minutes": budget_min if budget_min and budget_min > 0 else None,
             "order": opts.order,

@@ -49,7 +49,8 @@ def test_live_view_shows_a_red_projection_for_a_run_past_its_budget(demo_submiss
         run_suite(Submission.load(sub), suite, opts, view.progress)
     styled = console.export_text(styles=True)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", styled)
-    # 32 requests in 4 batches of 8 at >= 1 s each, 2.5 s budget: the projection is red
-    assert re.search(r"projected finish 0:00:0\d of 0:00:02 budget", plain), plain[-2000:]
+    # 32 requests in 4 batches of 8 at >= 1 s each, 2.5 s budget: after the first batch the pace
+    # projects >= 4 s, red however slow the machine is (no bound on the projection itself)
+    assert re.search(r"projected finish \d+:\d\d:\d\d of 0:00:02 budget", plain), plain[-2000:]
     assert "\x1b[1;31mprojected finish" in styled  # bold red
     assert re.search(r"[\d,]+ tok/s  RSS \d+\.\d\d GiB", plain)

@@ -28,10 +28,10 @@ def work():
 
 def test_work(benchmark):
     benchmark.pedantic(work, rounds=5, warmup_rounds=1, iterations=1)
-    med = benchmark.stats.stats.median
+    best = benchmark.stats.stats.min  # the least disturbed round: other processes only add time
     benchmark.extra_info["tracked"] = {
-        "work_s": {"value": med, "better": "lower", "unit": "s"},
-        "work_per_s": {"value": 1 / med, "better": "higher", "unit": "1/s"},
+        "work_s": {"value": best, "better": "lower", "unit": "s"},
+        "work_per_s": {"value": 1 / best, "better": "higher", "unit": "1/s"},
     }
 '''
 
@@ -48,9 +48,11 @@ def _bench_json(pytester, name: str, slowdown: int):
 def test_bench_compare_passes_the_same_build_and_fails_a_slowed_one(pytester):
     base = _bench_json(pytester, "baseline", 1)
     same = _bench_json(pytester, "same", 1)
-    slow = _bench_json(pytester, "slow", 3)
+    slow = _bench_json(pytester, "slow", 10)
     th = pytester.path / "thresholds.toml"
-    th.write_text("[default]\nrelative = 0.5\n")  # 3x slower is far past it; run-to-run noise is not
+    # Both figures allow 3x: 10x slower is far past it; a busy machine's noise on the best of 5
+    # rounds is not, even with the baseline measured idle and the same build next to a CPU hog.
+    th.write_text("[default]\nrelative = 2.0\n[figures.work_per_s]\nrelative = 0.667\n")
 
     ok = runner.invoke(app, ["bench-compare", str(same), "--baseline", str(base), "--thresholds", str(th)])
     assert ok.exit_code == 0, ok.output
@@ -61,7 +63,7 @@ def test_bench_compare_passes_the_same_build_and_fails_a_slowed_one(pytester):
     assert "2 regressed: work_per_s, work_s" in bad.output
     slow_s = json.loads(slow.read_text())["benchmarks"][0]["extra_info"]["tracked"]["work_s"]["value"]
     base_s = json.loads(base.read_text())["benchmarks"][0]["extra_info"]["tracked"]["work_s"]["value"]
-    assert slow_s > 2 * base_s  # the slowed build really was slower, measured by pytest-benchmark
+    assert slow_s > 3 * base_s  # the slowed build really was slower, measured by pytest-benchmark
 
 
 def _fig(v, better="lower", unit="s"):

@@ -156,6 +156,7 @@ def test_the_model_loads_while_helm_builds_the_requests(default_run):
     """The worker is launched once the data checks pass: by the time HELM has built the requests
     the model is (nearly) loaded, so the load phase is only what is left of the worker's start."""
     results = json.loads((default_run[0] / "results.json").read_text())
-    worker_start = results["backend"]["load_seconds"] + results["backend"]["warm_up_seconds"]
     assert results["backend"]["process"] == "worker"
-    assert results["phases"]["load"] < worker_start, (results["phases"], results["backend"])
+    # An order of events, not a race: the worker was launched before planning ended, whatever the
+    # machine's load makes of either's duration.
+    assert 0 <= results["backend"]["launched_after_s"] < results["phases"]["plan"], (results["phases"], results["backend"])
