@@ -310,6 +310,8 @@ def serve(
     one_at_a_time: Annotated[bool, typer.Option("--one-at-a-time", help="Batches of one, no gathering, no shared-prefix cache, as the challenge's sample servers did (for comparison).")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    max_queue: Annotated[Optional[int], typer.Option(min=1, help="Most requests waiting; past it a request gets 429 with Retry-After. Default: 4 batches, at least 64.")] = None,
+    request_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request may wait for its answer, queueing included, before a 504 (/health then says degraded while its batch runs on).")] = 600.0,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -323,6 +325,7 @@ def serve(
 
         run_server(submission, host=host, port=port, max_batch=max_batch, window_s=batch_window_ms / 1000,
                    one_at_a_time=one_at_a_time, cache_dir=cache_dir, backend=backend,
+                   max_queue=max_queue, request_timeout_s=request_timeout,
                    trust=dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, allow_outside_paths=allow_outside_paths),
                    on_ready=lambda line: console.print(escape(line), highlight=False, soft_wrap=True))
     except EffbenchError as e:

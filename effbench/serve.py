@@ -19,8 +19,16 @@ Batching: a request waits in a queue; the batcher takes the first one, waits up 
 from its arrival for others (up to `max_batch` requests), then runs the batch in the one worker
 thread that owns the backend (backends are not thread-safe: one batch at a time; /tokenize and
 /decode run on that thread too). Requests that arrive while a batch runs form the next batch at
-once, since their window has passed. If `generate` raises for a batch, each of its requests is
-re-run alone, so one poisonous request fails (500) without failing its batch-mates.
+once, since their window has passed. If `generate` raises for a batch, the batch is split in
+halves and each half re-run (recursively), so one poisonous request fails (500) without failing
+its batch-mates, in about 2*log2(batch) calls rather than one per request.
+
+Under pressure: at most `max_queue` requests wait (a new one past that gets 429 with Retry-After,
+not queued); a request without its answer after `request_timeout_s` (queueing included) gets 504,
+while its batch may still run on the backend's thread; /health says "degraded" while a batch has
+run longer than that. Status codes say whose fault: a GenerationResult's `error` is the request's
+(the Backend contract: generate() reports a request it cannot run as data, e.g. request_problem's
+"prompt too long for the window") -> 400; generate() raising, no completion, a timeout -> 5xx.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from effbench.contracts import Backend, EffbenchError, GenerationRequest, GenerationResult
+from effbench.execute_policy import isolate
+from effbench.scheduler import InProcess
+from effbench.worker import BackendRaised
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -52,6 +63,8 @@ except ImportError as e:  # pragma: no cover - exercised only on an install with
 log = logging.getLogger("effbench.serve")
 
 DEFAULT_WINDOW_S = 0.005
+DEFAULT_REQUEST_TIMEOUT_S = 600.0  # generous: a long generation on a slow card is not a hang
+MIN_DEFAULT_MAX_QUEUE = 64  # so that HELM's -n 30 against --one-at-a-time (max_batch 1) never sees a 429
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: 2048 tokens of prompt are ~10 KB; HELM's largest prompts fit easily
 MAX_COMPLETIONS = 64  # per request; each completion is a batch row
 _DRAIN_FACTOR = 8  # an oversized body up to this many times the limit is read (and dropped) before the 413
@@ -143,7 +156,9 @@ class ServeStats:
     requests: int = 0
     largest_batch: int = 0
     batch_sizes: Counter = field(default_factory=Counter)
-    backend_exceptions: int = 0  # generate() raised (the batch was then re-run request by request)
+    backend_exceptions: int = 0  # generate() raised (the batch was then split and re-run)
+    rejected: int = 0  # 429: the queue was full
+    timed_out: int = 0  # 504: no answer within request_timeout_s
 
     def record(self, size: int) -> None:
         self.batches += 1
@@ -159,6 +174,8 @@ class ServeStats:
             "mean_batch": round(self.requests / self.batches, 3) if self.batches else 0.0,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "backend_exceptions": self.backend_exceptions,
+            "rejected": self.rejected,
+            "timed_out": self.timed_out,
         }
 
 
@@ -166,7 +183,19 @@ class BackendFailure(Exception):
     """generate() raised for a request even when run alone (a 500, not the client's fault)."""
 
 
-@dataclass
+class QueueFull(Exception):
+    """max_queue requests are already waiting (a 429: come back after `retry_after_s`)."""
+
+    def __init__(self, queued: int, retry_after_s: int):
+        super().__init__(f"server busy: {queued} requests already queued; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(Exception):
+    """No answer within request_timeout_s (a 504: the server's fault, e.g. a hung batch)."""
+
+
+@dataclass(eq=False)  # identity: submit() removes a waiter that gave up by `in` / remove()
 class _Pending:
     request: GenerationRequest
     future: asyncio.Future
@@ -176,10 +205,12 @@ class _Pending:
 class Batcher:
     """Gathers concurrent requests into batches for one backend, run on one worker thread."""
 
-    def __init__(self, backend: Backend, max_batch: int, window_s: float):
+    def __init__(self, backend: Backend, max_batch: int, window_s: float, max_queue: int, request_timeout_s: float):
         self.backend = backend
         self.max_batch = max_batch
         self.window_s = window_s
+        self.max_queue = max_queue
+        self.request_timeout_s = request_timeout_s
         self.stats = ServeStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="effbench-backend")
         self._pending: deque[_Pending] = deque()
@@ -187,6 +218,8 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._counter = 0
         self.busy = False
+        self.batch_started: float | None = None  # time.monotonic() of the running batch's start
+        self.last_batch_s = 0.0
 
     def start(self) -> None:
         """Start the gathering task on the running loop (lifespan, or lazily on the first request)."""
@@ -212,21 +245,51 @@ class Batcher:
     def queued(self) -> int:
         return len(self._pending)
 
+    def running_s(self) -> float | None:
+        """How long the batch in the backend has been running (None when idle)."""
+        started = self.batch_started
+        return None if started is None else time.monotonic() - started
+
+    def retry_after_s(self) -> int:
+        """A client's wait before the queue has room: the batches ahead times the last batch's
+        duration (or the running one's, if longer: a slow or hung batch), at least 1 s."""
+        per_batch = max(self.last_batch_s, self.running_s() or 0.0)
+        return max(1, math.ceil(per_batch * math.ceil(self.queued / self.max_batch)))
+
     def next_id(self) -> str:
         self._counter += 1
         return f"serve-{self._counter}"
 
     async def submit(self, request: GenerationRequest) -> GenerationResult:
+        """Queue the request and wait for its result: QueueFull at once when max_queue are waiting,
+        RequestTimeout after request_timeout_s (it then leaves the queue, or its batch's answer is dropped)."""
         self.start()
+        if len(self._pending) >= self.max_queue:
+            self.stats.rejected += 1
+            raise QueueFull(len(self._pending), self.retry_after_s())
         loop = asyncio.get_running_loop()
         p = _Pending(request, loop.create_future(), loop.time())
         self._pending.append(p)
         self._arrived.set()
-        return await p.future
+        try:
+            return await asyncio.wait_for(p.future, self.request_timeout_s)
+        except TimeoutError:
+            self.stats.timed_out += 1
+            raise RequestTimeout(f"no answer within the request timeout of {self.request_timeout_s:g} s"
+                                 f" (the backend's batch has run {self.running_s() or 0:.1f} s)") from None
+        finally:
+            if p in self._pending:  # gave up waiting (timeout, client gone): leave the queue; once in a batch, its answer is dropped
+                self._pending.remove(p)
 
     async def on_worker(self, fn: Callable, *args) -> Any:
-        """Run fn on the backend's thread (between batches), e.g. tokenize and decode."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run fn on the backend's thread (between batches), e.g. tokenize and decode; RequestTimeout
+        as for /process (behind a hung batch it would wait forever)."""
+        job = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.wait_for(job, self.request_timeout_s)
+        except TimeoutError:
+            self.stats.timed_out += 1
+            raise RequestTimeout(f"no answer within the request timeout of {self.request_timeout_s:g} s") from None
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -246,14 +309,15 @@ class Batcher:
             if not batch:
                 continue
             self.stats.record(len(batch))
-            self.busy = True
+            self.busy, self.batch_started = True, time.monotonic()
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._generate, [p.request for p in batch])
             except Exception as e:  # a bug in _generate itself; answer everyone, keep serving
                 log.exception("batch failed")
                 outcomes = [BackendFailure(f"{type(e).__name__}: {e}")] * len(batch)
             finally:
-                self.busy = False
+                self.last_batch_s = time.monotonic() - self.batch_started
+                self.busy, self.batch_started = False, None
             for p, out in zip(batch, outcomes):
                 if p.future.done():
                     continue
@@ -263,29 +327,29 @@ class Batcher:
                     p.future.set_result(out)
 
     def _generate(self, reqs: list[GenerationRequest]) -> list[GenerationResult | BackendFailure]:
-        """On the worker thread. generate() returns errors as data; should it raise anyway, the batch
-        is re-run one request at a time so that only the request that causes it fails."""
-        try:
-            return self._checked(reqs, self.backend.generate(reqs))
-        except Exception as e:
-            self.stats.backend_exceptions += 1
-            log.exception("backend.generate raised for a batch of %d", len(reqs))
-            if len(reqs) == 1:
-                return [BackendFailure(f"backend failed: {type(e).__name__}: {e}")]
+        """On the worker thread. generate() returns a bad request's error as data; should it raise
+        anyway, the batch is split in halves and each re-run, down to the requests that cause it
+        (also right for a batch too big for memory: its halves may fit): effbench.execute_policy,
+        the scheduler's policy too."""
         outcomes: list[GenerationResult | BackendFailure] = []
-        for r in reqs:
-            try:
-                outcomes += self._checked([r], self.backend.generate([r]))
-            except Exception as e:
-                log.exception("backend.generate raised for request %s alone", r.id)
-                outcomes.append(BackendFailure(f"backend failed: {type(e).__name__}: {e}"))
+
+        def settle(part, results) -> None:
+            outcomes.extend(_failure(r) if isinstance(r, BackendRaised) else r for r in results)
+
+        def raised(part, e) -> None:
+            self.stats.backend_exceptions += 1
+            if len(part) == 1:
+                log.error("backend.generate raised for request %s alone", part[0].id, exc_info=e)
+            else:
+                log.warning("backend.generate raised for a batch of %d (%s); splitting it", len(part), e)
+
+        isolate(InProcess(self.backend).generate, reqs, settle, raised)
         return outcomes
 
-    @staticmethod
-    def _checked(reqs: Sequence[GenerationRequest], results: Sequence[GenerationResult]) -> list[GenerationResult]:
-        if [r.request_id for r in results] != [r.id for r in reqs]:
-            raise RuntimeError(f"backend answered {len(results)} results for {len(reqs)} requests, or out of order")
-        return list(results)
+
+def _failure(e: BackendRaised) -> BackendFailure:
+    cause = e.__cause__  # the backend's own exception (InProcess wraps it); none for results that do not match
+    return BackendFailure(f"backend failed: {type(cause).__name__}: {cause}" if cause is not None else f"backend failed: {e}")
 
 
 # ---- the app -------------------------------------------------------------------------------------
@@ -387,10 +451,13 @@ def create_app(
     one_at_a_time: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     model_name: str | None = None,
+    max_queue: int | None = None,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
 ) -> FastAPI:
     """The API over a started backend. `one_at_a_time`: batches of one, no gathering (the
     challenge's sample servers); otherwise up to `max_batch` requests (default: the backend's
-    capabilities.max_batch_size) gathered for up to `window_s` seconds."""
+    capabilities.max_batch_size) gathered for up to `window_s` seconds. At most `max_queue`
+    requests wait (default: 4 batches, at least 64); each gets its answer within `request_timeout_s` or a 504."""
     caps = backend.capabilities
     if one_at_a_time:
         max_batch, window_s = 1, 0.0
@@ -399,10 +466,15 @@ def create_app(
         raise EffbenchError(f"--max-batch: {max_batch} is not in 1..{caps.max_batch_size} (the submission's limits.max_batch_size)")
     if not (window_s >= 0 and math.isfinite(window_s)):
         raise EffbenchError(f"--batch-window-ms: {window_s * 1000:g} is not a duration >= 0")
+    max_queue = max(4 * max_batch, MIN_DEFAULT_MAX_QUEUE) if max_queue is None else max_queue
+    if max_queue < 1:
+        raise EffbenchError(f"--max-queue: {max_queue} is not a count >= 1")
+    if not (request_timeout_s > 0 and math.isfinite(request_timeout_s)):
+        raise EffbenchError(f"--request-timeout: {request_timeout_s:g} is not a duration > 0 (seconds)")
     if model_name is None:
         submission = getattr(backend, "submission", None)
         model_name = getattr(submission, "name", None) or backend.name
-    batcher = Batcher(backend, max_batch, window_s)
+    batcher = Batcher(backend, max_batch, window_s, max_queue, request_timeout_s)
 
     async def lifespan(_app: FastAPI):
         batcher.start()
@@ -432,13 +504,18 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        running = batcher.running_s()
         return {
-            "status": "ok",
+            # degraded: the batch in the backend has outrun the request timeout (hung, or far too slow)
+            "status": "degraded" if running is not None and running > request_timeout_s else "ok",
+            "batch_running_s": None if running is None else round(running, 3),
             "model": model_name,
             "backend": backend.name,
             "max_batch": max_batch,
             "batch_window_ms": window_s * 1000,
             "one_at_a_time": one_at_a_time,
+            "max_queue": max_queue,
+            "request_timeout_s": request_timeout_s,
             "prefix_reuse": getattr(backend, "prefix_reuse", None),
             "max_sequence_length": caps.max_sequence_length,
             "queued": batcher.queued,
@@ -459,9 +536,13 @@ def create_app(
                 raise HTTPException(400, problem)
         try:
             result = await batcher.submit(body.to_generation_request(batcher.next_id()))
+        except QueueFull as e:
+            raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after_s)}) from None
+        except RequestTimeout as e:
+            raise HTTPException(504, str(e)) from None
         except BackendFailure as e:
             raise HTTPException(500, str(e)) from None
-        if result.error is not None:
+        if result.error is not None:  # the backend cannot run this request (e.g. too long for the window)
             raise HTTPException(400, result.error)
         if not result.completions:
             raise HTTPException(500, "backend returned no completion")
@@ -479,7 +560,10 @@ def create_app(
         problem = _not_unicode("text", body.text)
         if problem is not None:
             raise HTTPException(400, problem)
-        tokens = await batcher.on_worker(backend.tokenize, body.text)
+        try:
+            tokens = await batcher.on_worker(backend.tokenize, body.text)
+        except RequestTimeout as e:
+            raise HTTPException(504, str(e)) from None
         if body.truncation:
             tokens = tokens[: body.max_length]
         return {"tokens": list(tokens), "request_time": time.perf_counter() - t0}
@@ -495,6 +579,8 @@ def create_app(
             raise HTTPException(400, f"tokens: {bad[0]} is not a token id (ids are 0..{limit - 1})")
         try:
             text = await batcher.on_worker(backend.decode, body.tokens)
+        except RequestTimeout as e:
+            raise HTTPException(504, str(e)) from None
         except Exception as e:  # a tokenizer that refuses ids it has (e.g. a remote server's 4xx)
             raise HTTPException(400, f"tokens: cannot decode ({type(e).__name__}: {e})") from None
         return {"text": text, "request_time": time.perf_counter() - t0}
@@ -530,6 +616,8 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     on_ready: Callable[[str], None] | None = None,
     trust: dict[str, bool] | None = None,
+    max_queue: int | None = None,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
 ) -> None:
     """Load the submission, start its backend, serve until interrupted (Ctrl-C), close the backend.
     `trust`: the command line's allow_pickle / trust_remote_code / allow_outside_paths."""
@@ -548,11 +636,13 @@ def serve(
         be.start()
         try:
             app = create_app(be, max_batch=max_batch, window_s=window_s, one_at_a_time=one_at_a_time,
-                             max_body_bytes=max_body_bytes, model_name=sub.name)
+                             max_body_bytes=max_body_bytes, model_name=sub.name, max_queue=max_queue,
+                             request_timeout_s=request_timeout_s)
             if on_ready is not None:
                 b = app.state.batcher
                 on_ready(f"serving {sub.name} ({be.name}) on http://{host}:{port}: max batch {b.max_batch},"
-                         f" window {b.window_s * 1000:g} ms; POST /process /tokenize /decode, GET /health")
+                         f" window {b.window_s * 1000:g} ms, queue {b.max_queue}, request timeout {b.request_timeout_s:g} s;"
+                         " POST /process /tokenize /decode, GET /health")
             uvicorn.Server(uvicorn.Config(app, log_level="info", timeout_keep_alive=30)).run(sockets=[sock])
         finally:
             be.close()

@@ -1,11 +1,15 @@
 """`effbench serve`: a real uvicorn server on 127.0.0.1 over the demo model's HF backend, queried
 with a real HTTP client: answers equal the backend's own, both field-name styles, batching under
-concurrency, and every bad input answered with a 4xx while the server keeps serving."""
+concurrency, every bad input answered with a 4xx while the server keeps serving, and the server
+under pressure: a poisoned request isolated from its batch-mates, a full queue (429), a hung batch
+(504, /health degraded). Faults come from small wrappers around the shared backend, below."""
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -198,29 +202,158 @@ def test_one_at_a_time_never_batches(hf_backend, server):
     assert h["stats"]["batches"] == 4 and h["stats"]["largest_batch"] == 1
 
 
-def test_a_raising_batch_fails_only_its_culprit(hf_backend, server):
-    class Poisoned:
-        """The HF backend, except that generate() raises when a batch holds the prompt 'POISON'."""
+class Wrapped:
+    """The shared HF backend behind a test's own generate(): the fault is the point of the test."""
 
-        name = "hf"
-        capabilities = hf_backend.capabilities
-        submission = hf_backend.submission
+    name = "hf"
+
+    def __init__(self, inner):
+        self.inner, self.capabilities, self.submission = inner, inner.capabilities, inner.submission
+        self.tokenize, self.decode = inner.tokenize, inner.decode
+
+    def generate(self, batch):
+        return self.inner.generate(batch)
+
+
+class Poisoned(Wrapped):
+    """generate() raises when any prompt of the batch contains POISON; records every batch's prompts."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.batches: list[list[str]] = []
+
+    def generate(self, batch):
+        self.batches.append([r.prompt for r in batch])
+        if any("POISON" in r.prompt for r in batch):
+            raise RuntimeError("poisoned batch")
+        return self.inner.generate(batch)
+
+
+class Gated(Wrapped):
+    """generate() blocks until `gate` is set: a hung batch that the test ends (bounded: 120 s)."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def generate(self, batch):
+        self.entered.set()
+        if not self.gate.wait(120):
+            raise RuntimeError("the test never opened the gate")
+        return self.inner.generate(batch)
+
+
+def post_process(url, prompt, max_new_tokens=3):
+    return httpx.post(f"{url}/process", json={"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": GREEDY}, timeout=120)
+
+
+def poll_health(url, wanted, timeout_s=60.0):
+    """GET /health until `wanted(health)` holds; fails with the last answer after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        h = httpx.get(f"{url}/health", timeout=30).json()
+        if wanted(h):
+            return h
+        assert time.monotonic() < deadline, h
+        time.sleep(0.05)
+
+
+def test_a_poisoned_request_batched_with_good_ones_fails_alone(hf_backend):
+    poison = "POISON " + PROMPTS[1]
+    prompts = [PROMPTS[0], poison, PROMPTS[2], PROMPTS[3], PROMPTS[5]]
+    want = {p: expected(hf_backend, p, max_tokens=6, temperature=GREEDY) for p in prompts if p != poison}
+    backend = Poisoned(hf_backend)
+    # max_batch = the number of requests and a long window: the batch closes when the last one arrives.
+    with serve_in_thread(create_app(backend, max_batch=len(prompts), window_s=5.0)) as url:
+        start = threading.Barrier(len(prompts))
+
+        def send(prompt):
+            with httpx.Client(base_url=url, timeout=120) as c:
+                start.wait()
+                return c.post("/process", json={"prompt": prompt, "max_new_tokens": 6, "temperature": GREEDY})
+
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            answers = dict(zip(prompts, pool.map(send, prompts)))
+        stats = httpx.get(f"{url}/health").json()["stats"]
+    assert sorted(backend.batches[0]) == sorted(prompts)  # the poison really shared its batch with the good ones
+    assert [poison] in backend.batches  # split down to the culprit alone
+    assert answers[poison].status_code == 500 and "poisoned batch" in answers[poison].json()["error"]
+    for p, completion in want.items():
+        assert answers[p].status_code == 200, answers[p].text
+        assert_same(answers[p].json(), completion)
+    assert stats["requests"] == len(prompts) and stats["backend_exceptions"] >= 2
+    # bisection: at most 2 calls per request, not a re-run of the whole batch one by one after each split
+    assert len(backend.batches) <= 2 * len(prompts)
+
+
+def test_a_hung_batch_is_a_504_and_health_degraded_until_it_ends(hf_backend):
+    backend = Gated(hf_backend)
+    with serve_in_thread(create_app(backend, window_s=0.0, request_timeout_s=2.0)) as url:
+        try:
+            r = post_process(url, PROMPTS[0])
+            assert r.status_code == 504, r.text
+            assert "request timeout of 2 s" in r.json()["error"]
+            h = poll_health(url, lambda h: h["status"] == "degraded")  # once the batch has run past 2 s
+            assert h["busy"] and h["batch_running_s"] > 2.0 and h["request_timeout_s"] == 2.0
+            queued = post_process(url, PROMPTS[1])  # waits behind the hung batch, then leaves the queue
+            assert queued.status_code == 504, queued.text
+            t = httpx.post(f"{url}/tokenize", json={"text": "hi"}, timeout=120)  # behind the hung batch, on its thread
+            assert t.status_code == 504, t.text
+            h = httpx.get(f"{url}/health").json()
+            assert h["stats"]["timed_out"] == 3 and h["queued"] == 0 and h["stats"]["batches"] == 1
+        finally:
+            backend.gate.set()
+        h = poll_health(url, lambda h: not h["busy"])
+        assert h["status"] == "ok" and h["batch_running_s"] is None
+        r = post_process(url, PROMPTS[2])
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] == expected(hf_backend, PROMPTS[2], max_tokens=3, temperature=GREEDY).text
+
+
+def test_a_full_queue_is_a_429_with_retry_after_and_not_queued(hf_backend):
+    backend = Gated(hf_backend)
+    app = create_app(backend, max_batch=1, window_s=0.0, max_queue=2, request_timeout_s=120)
+    with serve_in_thread(app) as url, ThreadPoolExecutor(3) as pool:
+        try:
+            running = pool.submit(post_process, url, PROMPTS[0])
+            assert backend.entered.wait(60)  # its batch is in the backend, held there
+            waiting = [pool.submit(post_process, url, p) for p in PROMPTS[1:3]]
+            poll_health(url, lambda h: h["queued"] == 2)
+            r = post_process(url, PROMPTS[3])
+            assert r.status_code == 429, r.text
+            assert int(r.headers["Retry-After"]) >= 1 and "2 requests already queued" in r.json()["error"]
+            h = httpx.get(f"{url}/health").json()
+            assert h["queued"] == 2 and h["max_queue"] == 2 and h["stats"]["rejected"] == 1
+        finally:
+            backend.gate.set()
+        answers = [running.result(), *(w.result() for w in waiting)]
+        stats = httpx.get(f"{url}/health").json()["stats"]
+    for prompt, a in zip(PROMPTS[:3], answers):
+        assert a.status_code == 200, a.text
+        assert a.json()["text"] == expected(hf_backend, prompt, max_tokens=3, temperature=GREEDY).text
+    assert stats["requests"] == 3  # the refused request never reached a batch
+
+
+def test_server_faults_are_5xx_and_request_faults_4xx(hf_backend):
+    class NoCompletion(Wrapped):
+        """Answers every request with neither a completion nor an error: the server's fault."""
 
         def generate(self, batch):
-            if any(r.prompt == "POISON" for r in batch):
-                raise RuntimeError("poisoned batch")
-            return hf_backend.generate(batch)
+            return [replace(r, completions=()) for r in self.inner.generate(batch)]
 
-        tokenize, decode = hf_backend.tokenize, hf_backend.decode
+    with serve_in_thread(create_app(NoCompletion(hf_backend), window_s=0.0)) as url:
+        r = post_process(url, PROMPTS[0])
+        assert r.status_code == 500 and "no completion" in r.json()["error"]
+        # an error the backend reports for the request (request_problem: too long for the window) is the client's
+        r = httpx.post(f"{url}/process", json={"prompt": "the answer is", "max_new_tokens": 5000}, timeout=120)
+        assert r.status_code == 400 and "exceeds max_sequence_length" in r.json()["error"]
 
-    with serve_in_thread(create_app(Poisoned(), window_s=0.2)) as url:
-        prompts = ["POISON", PROMPTS[0], PROMPTS[1]]
-        with ThreadPoolExecutor(3) as pool:
-            rs = list(pool.map(lambda p: httpx.post(f"{url}/process", json={"prompt": p, "max_new_tokens": 3, "temperature": GREEDY}, timeout=120), prompts))
-        h = httpx.get(f"{url}/health").json()
-    assert rs[0].status_code == 500 and "poisoned batch" in rs[0].json()["error"]
-    assert rs[1].status_code == 200 and rs[2].status_code == 200
-    assert h["stats"]["backend_exceptions"] >= 1
+
+@pytest.mark.parametrize(("kw", "option"), [({"max_queue": 0}, "--max-queue"), ({"request_timeout_s": 0}, "--request-timeout"),
+                                            ({"request_timeout_s": float("inf")}, "--request-timeout")])
+def test_bad_pressure_options_are_refused(hf_backend, kw, option):
+    with pytest.raises(EffbenchError, match=option):
+        create_app(hf_backend, **kw)
 
 
 def test_max_batch_above_the_submission_limit_is_refused(hf_backend):
@@ -372,7 +505,8 @@ def test_serve_command_explains_itself():
     res = CliRunner().invoke(cli_app, ["serve", "--help"])
     assert res.exit_code == 0
     out = " ".join(res.output.split())
-    for word in ("/process", "/tokenize", "/decode", "--host", "--max-batch", "--batch-window-ms", "--one-at-a-time", "authentication"):
+    for word in ("/process", "/tokenize", "/decode", "--host", "--max-batch", "--batch-window-ms", "--one-at-a-time", "authentication",
+                 "--max-queue", "--request-timeout", "429", "504"):
         assert word in out, word
 
 
