@@ -100,3 +100,44 @@ def test_http_backend_errors_are_data_and_a_dead_server_is_one_line(server, tmp_
     (dead / "effbench.toml").write_text(f'name = "x"\nbackend = "http"\nendpoint = "http://127.0.0.1:{free_port()}"\n')
     res = runner.invoke(app, ["run", str(dead), "--out", str(tmp_path / "o"), "--in-process"])
     assert res.exit_code == 2 and "does not answer /tokenize" in res.output and "Traceback" not in res.output
+
+
+def test_a_full_server_queue_is_waited_out_not_failed(tmp_path):
+    """A 429 (the server's queue is full) is retried after its Retry-After, not a failed request:
+    a real server on 127.0.0.1 answers 429 twice, then the tokens."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from effbench.backends.http import HTTPBackend
+    from effbench.submission import Submission
+
+    calls = []
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(self.path)
+            busy = len(calls) <= 2
+            body = json.dumps({"error": "queue full"} if busy else {"tokens": [5, 6, 7]}).encode()
+            self.send_response(429 if busy else 200)
+            if busy:
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        sub = Submission.load(http_submission(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}"))
+        backend = HTTPBackend(sub, retries=3)
+        backend.start()  # its /tokenize ping meets the two 429s
+        assert backend.tokenize("hello") == [5, 6, 7]
+        assert calls == ["/tokenize"] * 4
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -3,7 +3,7 @@
 
 Each request of a batch is one POST, sent concurrently like HELM's `-n` (the batch size is the
 concurrency). A request is sent the fields HELM's HTTPModelClient sends. Connection failures and
-5xx answers are retried a bounded number of times; a 4xx is the request's error (as data). One
+5xx and 429 answers are retried a bounded number of times (a 429 after its Retry-After); another 4xx is the request's error (as data). One
 completion per POST, as the challenge's servers return one: n completions are n POSTs. The
 deadline is enforced around this backend by effbench's worker process, which is killed with its
 open connections when time is up.
@@ -73,7 +73,8 @@ class HTTPBackend:
         self.client = None
 
     def _post(self, path: str, body: dict) -> dict:
-        """POST with bounded retries on connection errors and 5xx; a 4xx raises at once."""
+        """POST with bounded retries on connection errors, 5xx and 429 (a full queue: after the
+        server's Retry-After, at most MAX_RETRY_AFTER_S); any other 4xx raises at once."""
         for attempt in range(self.retries + 1):
             try:
                 r = self.client.post(f"{self.endpoint}{path}", json=body)
@@ -82,8 +83,8 @@ class HTTPBackend:
                     raise
                 time.sleep(0.2 * 2**attempt)
                 continue
-            if r.status_code >= 500 and attempt < self.retries:
-                time.sleep(0.2 * 2**attempt)
+            if (r.status_code >= 500 or r.status_code == 429) and attempt < self.retries:
+                time.sleep(_retry_after(r, 0.2 * 2**attempt))
                 continue
             r.raise_for_status()
             return r.json()
@@ -143,3 +144,12 @@ class HTTPBackend:
             return Completion(data["text"], tuple(tokens), "length")
         kept, text, reason = cut_at_stop(tokens, data["text"], req.stop_sequences, "length")  # in case the server did not
         return Completion(text, tuple(kept), reason)
+
+
+MAX_RETRY_AFTER_S = 30.0
+
+
+def _retry_after(r: httpx.Response, default: float) -> float:
+    """Seconds to wait before retrying: the server's Retry-After (seconds form) when it gives one."""
+    value = r.headers.get("retry-after", "")
+    return min(float(value), MAX_RETRY_AFTER_S) if value.strip().isdigit() else default
