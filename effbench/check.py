@@ -10,13 +10,13 @@ expected score, and so the score a budget overrun would cost.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from effbench.atomic import write_json_atomic
 from effbench.contracts import EffbenchError
 from effbench.predict import FEATURES, answered_by, project, stratified_probe
 from effbench.runner import Progress, RunOptions, _main_metric, _prompt_shapes, _start, plan_suite
@@ -180,5 +180,5 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         "not_run": plan.not_run,
     }
     # kept next to the probe's files: `effbench report RUN_OUT --prediction` draws it against a real run
-    (opts.out / "check.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json_atomic(opts.out / "check.json", report, default=str)
     return report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -72,6 +72,19 @@ TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run 
 AllowOutsidePaths = Annotated[bool, typer.Option("--allow-outside-paths", help="Let base, adapter and tokenizer (and links in their folders) point outside the submission folder.")]
 
 
+def _write_json_out(path: Path, obj: dict, exit_code: int = 2) -> None:
+    """A --json output, whole or not at all (effbench.atomic); a failure is one line and `exit_code`."""
+    from effbench.atomic import write_json_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, obj, default=str)
+    except OSError as e:
+        console.print(f"[bold red]error:[/] {escape(f'{path}: cannot write the JSON output ({e.strerror or e}) (option --json)')}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(exit_code) from None
+
+
 def _minutes(text: str | None) -> float | None:
     """'300m', '90s', '2h' or a bare number of minutes; 'none' for no deadline."""
     if text is None:
@@ -94,7 +107,8 @@ def run(
     budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
     order: Annotated[str, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
     semantics: Annotated[str, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its journal (same options as it was started with).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its journal (same options as it was started with; the folder may have been moved or copied).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again in an output folder that holds an earlier run's journal (replaced once the new run starts); without it such a folder is refused.")] = False,
     max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run (quick versions of a suite).")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
@@ -119,7 +133,10 @@ def run(
     opts = None
     try:
         if resume is not None:
-            config = load_run_config(resume)
+            if out is not None and Path(os.path.abspath(out)) != Path(os.path.abspath(resume)):
+                raise EffbenchError(f"--out {out} with --resume {resume}: a resumed run continues in its own folder;"
+                                    " give only --resume")
+            config = load_run_config(resume)  # options.out is `resume` as given, wherever the folder is now
             submission, suite = Path(config["submission"]), config["suite"]
             allow_pickle, trust_remote_code = config["allow_pickle"], config["trust_remote_code"]
             allow_outside_paths = config.get("allow_outside_paths", False)
@@ -142,7 +159,7 @@ def run(
             opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
                               data_dir=data_dir, missing_data=missing_data, track=track, budget_minutes=_minutes(budget),
                               order=order, semantics=semantics, in_process=in_process)
-            save_run_config(opts, sub, suite)
+            save_run_config(opts, sub, suite, overwrite=overwrite)
         with LiveView(console, suite_obj) as view:
             outcome = run_suite(sub, suite_obj, opts, view.progress)
     except EffbenchError as e:
@@ -154,7 +171,7 @@ def run(
             raise
         _fail(err)
     view.summary(outcome.results, out_console)
-    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
+    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {opts.out / outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
 
 
 @app.command()
@@ -296,7 +313,7 @@ def check(
                       f" {pr['seconds']:.1f} s; whole check {report['check_seconds']:.1f} s", highlight=False)
     out_console.print(f"memory: {report['memory']['summary']}", highlight=False)
     if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2, default=str))
+        _write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
     raise typer.Exit(report["exit_code"])
 
 
@@ -400,7 +417,7 @@ def simulate(
                       f"{p['mean_score']:.4f}", *(f"{p['scenario_scores'].get(k, 0.0):.4f}" for k in scenarios))
     out_console.print(table)
     if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2))
+        _write_json_out(json_out, report)
 
 
 @app.command("bench-compare")

@@ -80,6 +80,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from effbench.atomic import write_json_atomic
 from effbench.contracts import EffbenchError
 
 DEFAULT_N = 13
@@ -636,6 +637,6 @@ def print_report(report: ContaminationReport, console, examples: int = 3) -> Non
 def write_json(report: ContaminationReport, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        write_json_atomic(path, report.to_dict(), ensure_ascii=False)
     except OSError as e:
         raise EffbenchError(f"{path}: cannot write the JSON report ({e.strerror}) (option --json)") from None

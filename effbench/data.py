@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from effbench.atomic import atomic_open
 from effbench.contracts import EffbenchError
 
 BBQ_CATEGORIES = (
@@ -175,7 +176,7 @@ def _stage_cnndm(src: Path, helm: Path) -> None:
         return
     splits = _read_frank(src) if (src / "articles-wbertscore-json").is_dir() else _read_cnndm_csv(src)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as f:
+    with atomic_open(target, "wb") as f:  # whole or absent: a half-written file would pass the is_file() above
         pickle.dump(splits, f)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import socket
 import time
@@ -37,6 +36,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from effbench.atomic import write_json_atomic
 from effbench.contracts import EffbenchError
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -161,9 +161,7 @@ def _read_cache(path: Path, ident: dict[str, str]) -> HardwareProfile | None:
 
 def _write_cache(path: Path, ident: dict[str, str], profile: HardwareProfile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"identity": ident, "profile": profile.model_dump(mode="json")}, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, {"identity": ident, "profile": profile.model_dump(mode="json")})
 
 
 def profile_from_measurement(m, memory_bytes: int, ident: dict[str, str]) -> HardwareProfile:

@@ -44,6 +44,7 @@ from helm.common.tokenization_request import TokenizationRequest
 from helm.benchmark.window_services.tokenizer_service import TokenizerService
 
 import effbench.helm_plugins  # noqa: F401  registers the closed suite's scenarios with HELM
+from effbench.atomic import write_text_atomic
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Origin
 from effbench.helm_plugins import offline_scenario_spec
 from effbench.paths import safe_name
@@ -459,16 +460,16 @@ def write_http_prod_env(env_dir: Path, url: str, max_sequence_length: int = 2047
     HTTPModelTokenizer at a server speaking the challenge's API, the way participants ran the
     unmodified helm-run against their containers. Returns the model name for run entries."""
     env_dir.mkdir(parents=True, exist_ok=True)
-    (env_dir / "model_deployments.yaml").write_text(
+    write_text_atomic(env_dir / "model_deployments.yaml",
         f"model_deployments:\n  - name: {SERVED_MODEL}\n    model_name: {SERVED_MODEL}\n    tokenizer_name: {SERVED_MODEL}\n"
         f"    max_sequence_length: {max_sequence_length}\n    client_spec:\n"
         "      class_name: \"helm.clients.http_model_client.HTTPModelClient\"\n"
         f"      args:\n        base_url: \"{url}\"\n")
-    (env_dir / "tokenizer_configs.yaml").write_text(
+    write_text_atomic(env_dir / "tokenizer_configs.yaml",
         f"tokenizer_configs:\n  - name: {SERVED_MODEL}\n    tokenizer_spec:\n"
         "      class_name: \"helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer\"\n"
         f"      args:\n        base_url: \"{url}\"\n    end_of_text_token: \"</s>\"\n    prefix_token: \"<s>\"\n")
-    (env_dir / "model_metadata.yaml").write_text(
+    write_text_atomic(env_dir / "model_metadata.yaml",
         f"models:\n  - name: {SERVED_MODEL}\n    display_name: effbench served\n    description: effbench serve\n"
         "    creator_organization_name: effbench\n    access: open\n    release_date: 2026-11-24\n"
         "    tags: [TEXT_MODEL_TAG, FULL_FUNCTIONALITY_TEXT_MODEL_TAG]\n")

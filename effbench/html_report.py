@@ -24,6 +24,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from effbench.atomic import write_text_atomic
 from effbench.contracts import EffbenchError, GenerationResult
 from effbench.journal import JOURNAL_NAME, budget_timeline, read_journal
 from effbench.results import load_results
@@ -87,7 +88,7 @@ def write_html_report(out: Path, dest: Path | None = None, *, prediction: Path |
             + "\n".join(sections) + f"\n</main><script>{SCRIPT}</script></body></html>\n")
     dest = dest or folder / "report.html"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(page, encoding="utf-8")
+    write_text_atomic(dest, page)  # a browser or CI job reading it meanwhile sees the old report or the new
     return dest
 
 

@@ -3,8 +3,10 @@
 A `kill -9` loses at most the batch in flight (each batch is one unbuffered write; the page cache
 survives a killed process, so no fsync per batch: it would cost throughput to guard against power
 loss, which is not the failure this is for). `--resume` reads it back; a torn last line, the
-mark of a kill mid-write, is dropped with a warning. The header pins the plan: resuming against
-a different plan (other suite, submission or options) is refused, not silently merged.
+mark of a kill mid-write, is ignored on read and cut off only when `--resume` appends (reading
+never writes: `report` or `simulate` during a live run must not cut that run's journal). The
+header pins the plan (a digest of every request) and the submission (a fingerprint of its
+files): resuming against another is refused, naming what changed, not silently merged.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from typing import Annotated, Iterable, Literal, Union
 from pydantic import Field, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
+from effbench.atomic import write_text_atomic
 from effbench.contracts import Completion, EffbenchError, GenerationRequest, GenerationResult, Timings, TokenLogprob
 
 JOURNAL_NAME = "journal.jsonl"
-JOURNAL_VERSION = 1
+# 2: the plan digest covers every request field (1 left out top_p and seed); the header has the
+# submission's fingerprint. Version 1 journals are still read and resumed (without the check).
+JOURNAL_VERSION = 2
+READS_VERSIONS = (1, 2)
 
 
 # The shape of each journal line, checked strictly on read (a string where a number belongs is
@@ -67,10 +73,16 @@ class _ResultRecord(TypedDict):
     error: str | None
 
 
+class _FingerprintRecord(TypedDict):
+    manifest: str  # sha256 of effbench.toml
+    files: dict[str, tuple[int, int]]  # "adapter/adapter_model.safetensors" -> (size, mtime_ns)
+
+
 class _HeaderRecord(TypedDict):
     kind: Literal["header"]
     version: int
     plan_digest: str
+    fingerprint: NotRequired[_FingerprintRecord]  # absent in version 1
     submission: NotRequired[str]
     suite: NotRequired[str]
     requests: NotRequired[int]
@@ -94,13 +106,51 @@ class _DeadlineRecord(TypedDict):
 _RECORD = TypeAdapter(Annotated[Union[_HeaderRecord, _ResultRecord, _ExecuteRecord, _DeadlineRecord], Field(discriminator="kind")])
 
 
-def plan_digest(requests: Iterable[GenerationRequest]) -> str:
-    """A hash of what will be asked (ids and prompts and parameters), to match a journal to a plan."""
+def plan_digest(requests: Iterable[GenerationRequest], version: int = JOURNAL_VERSION) -> str:
+    """A hash of what will be asked, to match a journal to a plan: every field of every request
+    (all of GenerationRequest's, so a field added later is covered without a change here). A
+    version 1 journal's digest is computed as version 1 did, so that it can still be resumed."""
     h = hashlib.sha256()
     for r in requests:
-        h.update(json.dumps([r.id, r.prompt, r.max_tokens, list(r.stop_sequences), r.temperature, r.num_completions,
-                             r.top_k_per_token, r.echo_prompt], ensure_ascii=False).encode())
+        if version == 1:
+            h.update(json.dumps([r.id, r.prompt, r.max_tokens, list(r.stop_sequences), r.temperature, r.num_completions,
+                                 r.top_k_per_token, r.echo_prompt], ensure_ascii=False).encode())
+        else:
+            h.update(json.dumps(asdict(r), ensure_ascii=False, sort_keys=True).encode() + b"\n")
     return h.hexdigest()[:24]
+
+
+def submission_fingerprint(submission) -> dict:
+    """What --resume checks the submission against: the manifest's content, and the name, size
+    and mtime_ns of every file in its base, adapter and tokenizer folders (cheap: no hashing of
+    gigabytes; a moved or copied submission keeps it where the copy keeps modification times)."""
+    files: dict[str, tuple[int, int]] = {}
+    seen: set[Path] = set()
+    for role, folder in (("base", submission.base_dir), ("adapter", submission.adapter_dir),
+                         ("tokenizer", submission.tokenizer_dir)):
+        if folder is None or folder in seen:  # the tokenizer is often the base folder
+            continue
+        seen.add(folder)
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                files[f"{role}/{f.relative_to(folder).as_posix()}"] = (st.st_size, st.st_mtime_ns)
+    manifest = hashlib.sha256(submission.manifest_path.read_bytes()).hexdigest()
+    return {"manifest": manifest, "files": files}
+
+
+def fingerprint_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two fingerprints, one item per file: "adapter/x.safetensors (size or time)"."""
+    changes = ["effbench.toml (content)"] if old["manifest"] != new["manifest"] else []
+    a, b = old["files"], new["files"]
+    for name in sorted(set(a) | set(b)):
+        if name not in b:
+            changes.append(f"{name} (removed)")
+        elif name not in a:
+            changes.append(f"{name} (added)")
+        elif tuple(a[name]) != tuple(b[name]):
+            changes.append(f"{name} (size or time)")
+    return changes
 
 
 def result_to_json(r: GenerationResult) -> dict:
@@ -137,21 +187,47 @@ def result_from_json(d: dict) -> GenerationResult:
 class Journal:
     """Append-only; one JSON line per result, one unbuffered write per batch. A write that fails
     (disk full) is cut back off the file, so the journal keeps only whole lines: every result
-    journaled before stays, and nothing is left in a buffer for close() to fail on again."""
+    journaled before stays, and nothing is left in a buffer for close() to fail on again.
+
+    A new journal starts as its header line, put in place in one step (an earlier journal in the
+    folder, --overwrite, stays whole until then). Appending to an existing one (--resume) first
+    repairs its end: a torn last line is cut off, with a warning."""
 
     def __init__(self, path: Path, header: dict, append: bool = False):
         self.path = path
         try:
-            self._f = path.open("ab" if append else "wb", buffering=0)
+            if not append:
+                record = {"kind": "header", "version": JOURNAL_VERSION, **header}
+                write_text_atomic(path, json.dumps(record, ensure_ascii=False) + "\n")
+            self._f = path.open("ab", buffering=0)
         except OSError as e:
             if (err := out_error(path.parent, e)) is None:
                 raise
             raise err from e
-        if not append:
-            self._write([{"kind": "header", "version": JOURNAL_VERSION, **header}])
+        if append:
+            self._repair_end()
+
+    def _repair_end(self) -> None:
+        """Appends must start on a fresh line: a last line that is not valid JSON (a kill
+        mid-write; read_journal ignored it) is cut off, one that lacks only its newline (read
+        counted it) gets it."""
+        data = self.path.read_bytes()
+        start = data.rfind(b"\n") + 1
+        tail = data[start:]
+        if not tail:
+            return
+        if _torn(tail.decode("utf-8", errors="replace")):  # decoded as read_journal does
+            warnings.warn(f"{self.path}: torn last journal line dropped ({len(tail)} bytes, not valid JSON);"
+                          " its batch runs again")
+            os.ftruncate(self._f.fileno(), start)
+        else:
+            self._write_bytes(b"\n")
 
     def _write(self, records: list[dict]) -> None:
-        data = memoryview("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+        self._write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+
+    def _write_bytes(self, raw: bytes) -> None:
+        data = memoryview(raw)
         start = os.fstat(self._f.fileno()).st_size
         try:
             while data:
@@ -173,10 +249,21 @@ class Journal:
         self._f.close()
 
 
+def _torn(line: str | bytes) -> bool:
+    """Whether a line is not valid JSON (what a kill mid-write leaves), by the same parser as read_journal."""
+    try:
+        _RECORD.validate_json(line, strict=True)
+    except ValidationError as e:
+        return e.errors(include_url=False)[0]["type"] == "json_invalid"
+    return False
+
+
 def read_journal(path: Path) -> tuple[dict, list[GenerationResult], list[dict]]:
     """(header, results, events), every line checked before anything runs. A LAST line that is
-    not valid JSON (a kill mid-write) is dropped with a warning; invalid JSON anywhere else, or a
-    line of the wrong shape anywhere, means the file was damaged otherwise: refused."""
+    not valid JSON (a kill mid-write, or a live run's batch half written) is ignored with a
+    warning; invalid JSON anywhere else, or a line of the wrong shape anywhere, means the file
+    was damaged otherwise: refused. Reading never writes: the file is left as it is (Journal
+    cuts a torn line off when --resume appends)."""
     if not path.is_file():
         raise EffbenchError(f"{path}: no journal to resume from (option --resume)")
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
@@ -192,8 +279,8 @@ def read_journal(path: Path) -> tuple[dict, list[GenerationResult], list[dict]]:
             first = e.errors(include_url=False)[0]
             if first["type"] == "json_invalid":
                 if i == len(lines):
-                    warnings.warn(f"{path}:{i}: torn last journal line dropped (not valid JSON); its batch will run again")
-                    _truncate_last_line(path, len(lines) - 1)
+                    warnings.warn(f"{path}:{i}: torn last journal line ignored (not valid JSON: a kill mid-write);"
+                                  " --resume drops it and runs its batch again")
                     break
                 raise EffbenchError(f"{path}:{i}: corrupt journal line (not valid JSON: {first['msg']})") from None
             raise EffbenchError(f"{path}:{i}: {_shape_error(first)}") from None
@@ -201,9 +288,9 @@ def read_journal(path: Path) -> tuple[dict, list[GenerationResult], list[dict]]:
         if (kind == "header") != (i == 1):
             raise EffbenchError(f"{path}:{i}: field 'kind': {kind!r} record; the header must be line 1 and only line 1")
         if kind == "header":
-            if rec["version"] != JOURNAL_VERSION:
+            if rec["version"] not in READS_VERSIONS:
                 raise EffbenchError(f"{path}:{i}: field 'version': journal version {rec['version']}, this effbench reads"
-                                    f" version {JOURNAL_VERSION}; start a new --out instead of --resume")
+                                    f" versions {', '.join(map(str, READS_VERSIONS))}; start a new --out instead of --resume")
             header = {k: v for k, v in rec.items() if k != "kind"}
         elif kind == "result":
             results.append(result_from_json(rec))
@@ -232,16 +319,6 @@ def _shape_error(err: dict) -> str:
 def _short(value) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _truncate_last_line(path: Path, keep_lines: int) -> None:
-    """Cut the torn line off so that appends start on a fresh line."""
-    data = path.read_bytes()
-    pos = 0
-    for _ in range(keep_lines):
-        pos = data.index(b"\n", pos) + 1
-    with path.open("r+b") as f:
-        f.truncate(pos)
 
 
 # errno -> which of the output folder's problems it is
@@ -277,7 +354,7 @@ def out_error(out: Path, err: OSError) -> EffbenchError | None:
         return None
     target = ("writing into it" if where is None else "creating it" if where == root
               else f"writing {where.relative_to(root)}")
-    n = _journaled(root / JOURNAL_NAME)
+    n = journaled_results(root / JOURNAL_NAME)
     if n:
         then = (f"the journal {out / JOURNAL_NAME} keeps the {n} results computed so far:"
                 f" {todo} and run `effbench run --resume {out}`")
@@ -291,7 +368,7 @@ def _nearly_full(folder: Path) -> bool:
     return shutil.disk_usage(existing).free < 1 << 20
 
 
-def _journaled(path: Path) -> int:
+def journaled_results(path: Path) -> int:
     """Results in a journal, counted without checking it (for an error message)."""
     if not path.is_file():
         return 0

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from effbench.atomic import write_json_atomic
 from effbench.contracts import EffbenchError
 
 # What a missing metric counts as (a run not finished, a null value, no run at all).
@@ -353,7 +354,7 @@ def rank_files(paths: Sequence[Path]) -> Ranking:
 def write_json(ranking: Ranking, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(ranking.to_json(), indent=2) + "\n")
+        write_json_atomic(path, ranking.to_json())
     except OSError as e:
         raise EffbenchError(f"{path}: cannot write the ranking ({e.strerror or e})") from None
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +21,9 @@ from effbench import __version__
 from effbench.backends import make_backend
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
 from effbench.profiler import Telemetry, run_performance
-from effbench.journal import JOURNAL_NAME, Journal, budget_timeline, out_error, plan_digest, read_journal
+from effbench.atomic import write_json_atomic
+from effbench.journal import (JOURNAL_NAME, Journal, budget_timeline, fingerprint_changes, journaled_results, out_error,
+                              plan_digest, read_journal, submission_fingerprint)
 from effbench.scheduler import InProcess, Scheduler
 from effbench.worker import BackendWorker
 from effbench.submission import Submission
@@ -57,7 +60,10 @@ class RunOptions:
     parallelism: int = 4
 
     def to_json(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        """For run_config.json: without `out` (the folder is wherever it is now: --resume takes
+        it from the command line) and without `resume`; paths as _config_path stores them."""
+        return {k: (_config_path(v, self.out) if isinstance(v, Path) else v) for k, v in self.__dict__.items()
+                if k not in ("out", "resume")}
 
     @classmethod
     def from_json(cls, d: dict) -> "RunOptions":
@@ -66,28 +72,57 @@ class RunOptions:
 
 
 RUN_CONFIG = "run_config.json"
+# 2: options.out is not stored; a path inside the output folder is stored relative to it, any
+# other absolute. Version 1 (no "version" key) stored every path as given on the command line.
+RUN_CONFIG_VERSION = 2
+_CONFIG_PATHS = ("cache_dir", "data_dir")
 
 
-def save_run_config(opts: RunOptions, submission: Submission, suite: str) -> None:
+def _config_path(path: Path, out: Path) -> str:
+    """A path for run_config.json: relative to OUT when inside it (the folder may be moved or
+    copied, and a resume must never write into the old place), else absolute (a resume may run
+    from another working directory)."""
+    p, root = Path(os.path.abspath(path)), Path(os.path.abspath(out))
+    return str(p.relative_to(root)) if p == root or root in p.parents else str(p)
+
+
+def save_run_config(opts: RunOptions, submission: Submission, suite: str, overwrite: bool = False) -> None:
     """What `--resume` needs to rebuild the same plan: written before the first request. The
-    command line's trust flags are kept, so a resume allows exactly what the start allowed."""
+    command line's trust flags are kept, so a resume allows exactly what the start allowed.
+    A folder that holds an earlier run's journal is refused unless `overwrite`: starting again
+    would empty it (its results are the hours a --resume would keep)."""
+    journal = opts.out / JOURNAL_NAME
+    if journal.is_file() and not overwrite:
+        raise EffbenchError(f"{opts.out} holds the journal of an earlier run ({journaled_results(journal)} results):"
+                            f" use --resume {opts.out} to continue it, or --overwrite to start again")
     opts.out.mkdir(parents=True, exist_ok=True)
-    suite_ref = str(Path(suite).resolve()) if suite.endswith(".toml") else suite
-    (opts.out / RUN_CONFIG).write_text(json.dumps({
-        "submission": str(submission.folder), "suite": suite_ref, "backend": submission.manifest.backend,
+    suite_ref = _config_path(Path(suite).resolve(), opts.out) if suite.endswith(".toml") else suite
+    write_json_atomic(opts.out / RUN_CONFIG, {
+        "version": RUN_CONFIG_VERSION,
+        "submission": _config_path(submission.folder, opts.out), "suite": suite_ref, "backend": submission.manifest.backend,
         "allow_pickle": submission.allow_pickle, "trust_remote_code": submission.trust_remote_code,
         "allow_outside_paths": submission.allow_outside_paths, "options": opts.to_json(),
-    }, indent=2))
+    })
 
 
 def load_run_config(out: Path) -> dict:
+    """run_config.json of the run in OUT, with OUT as given (relative or absolute, wherever the
+    folder is now) as options.out, never a path stored in it; relative paths resolved against it."""
     path = out / RUN_CONFIG
     if not path.is_file():
         raise EffbenchError(f"{path}: missing; --resume needs the folder of a run started by effbench run")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise EffbenchError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if config.get("version", 1) >= 2:  # version 1: paths as given on the command line that started it
+        inside = lambda v: str(out / v) if v is not None and not Path(v).is_absolute() else v  # noqa: E731
+        config["submission"] = inside(config["submission"])
+        if config["suite"].endswith(".toml"):
+            config["suite"] = inside(config["suite"])
+        config["options"] = {**config["options"], **{k: inside(config["options"].get(k)) for k in _CONFIG_PATHS}}
+    config["options"] = {**config["options"], "out": str(out)}
+    return config
 
 
 @dataclass
@@ -329,7 +364,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             "worker_restarts": report.restarts,
             "crashes": report.crashes,
             "resumed_results": len(done),
-            "journal": str(opts.out / JOURNAL_NAME),
+            "journal": JOURNAL_NAME,  # relative to the output folder, as every path in it: the folder may move
         },
         "suite": {
             "name": suite.name,
@@ -350,18 +385,14 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         "environment": environment(info["device"]),
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         "datasets_staged": plan.staged,
-        "helm_output": str(opts.out / "helm"),
+        "helm_output": "helm",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = opts.out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
     try:
-        tmp.write_text(json.dumps(out, indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, out)
     except OSError as e:  # a full or read-only disk: the journal keeps the results, say so
-        if tmp.exists():
-            tmp.unlink()
-        if (err := out_error(opts.out, OSError(e.errno, e.strerror, str(path)))) is None:
+        if (err := out_error(opts.out, e)) is None:
             raise
         raise err from e
     return RunOutcome(out, path, phases)
@@ -411,16 +442,32 @@ def _prompt_tokens(submission: Submission, requests: list[GenerationRequest]) ->
 
 
 def _open_journal(opts: RunOptions, submission: Submission, suite: Suite, requests: list[GenerationRequest]):
-    """(journal, results already journaled, seconds of budget already spent)."""
+    """(journal, results already journaled, seconds of budget already spent). On --resume the
+    journal must be of this plan and this submission: anything else is refused, saying what
+    changed, before anything runs."""
     path = opts.out / JOURNAL_NAME
-    digest = plan_digest(requests)
+    fingerprint = submission_fingerprint(submission)
     if not opts.resume:
-        header = {"plan_digest": digest, "submission": submission.name, "suite": suite.name, "requests": len(requests)}
+        header = {"plan_digest": plan_digest(requests), "fingerprint": fingerprint, "submission": submission.name,
+                  "suite": suite.name, "requests": len(requests)}
         return Journal(path, header), {}, 0.0
     header, prior, events = read_journal(path)
-    if header.get("plan_digest") != digest:
-        raise EffbenchError(f"{path}:1: field 'plan_digest': the journal was written for another plan"
-                            " (suite, submission or options changed); start a new --out instead of --resume")
+    again = "start a new --out instead of --resume"
+    if header.get("suite", suite.name) != suite.name:
+        raise EffbenchError(f"{path}:1: field 'suite': the journal is of suite {header['suite']!r}, this plan of"
+                            f" {suite.name!r}; {again}")
+    if header["plan_digest"] != plan_digest(requests, header["version"]):
+        count = header.get("requests")
+        n = f" ({len(requests)} requests now, {count} when the run started)" if count not in (None, len(requests)) else ""
+        raise EffbenchError(f"{path}:1: field 'plan_digest': the requests differ (suite, options or data changed){n};"
+                            f" {again}")
+    if "fingerprint" not in header:  # version 1: accepted, the plan digest still matched
+        warnings.warn(f"{path}:1: a journal of an older effbench (version {header['version']}) has no fingerprint"
+                      " of the submission: not checked that it is unchanged")
+    elif changes := fingerprint_changes(header["fingerprint"], fingerprint):
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise EffbenchError(f"{path}:1: field 'fingerprint': the submission changed since the run started:"
+                            f" {', '.join(changes[:3])}{more}; restore it, or {again}")
     _, spent = budget_timeline(prior, events)
     return Journal(path, header, append=True), {r.request_id: r for r in prior}, spent
 

@@ -1,5 +1,7 @@
 """A journal line that is valid JSON but of the wrong shape is one error naming its line and field,
-and `effbench run --resume` stops on it before anything runs: the journal is left as it was."""
+and `effbench run --resume` stops on it before anything runs: the journal is left as it was.
+Reading a journal never writes it (a torn last line is cut only by --resume); a version 1
+journal is still resumed."""
 
 from __future__ import annotations
 
@@ -29,12 +31,9 @@ def journaled_run(demo_submission, cache_dir, tmp_path_factory) -> Path:
 
 
 def copy_run(src: Path, dst: Path) -> Path:
-    """A copy that --resume can continue: run_config.json names its own folder as the output."""
+    """A copy that --resume can continue as it is (the output folder is the unit of a run)."""
     shutil.copytree(src, dst)
     (dst / "results.json").unlink()
-    config = json.loads((dst / "run_config.json").read_text())
-    config["options"]["out"] = str(dst)
-    (dst / "run_config.json").write_text(json.dumps(config))
     return dst
 
 
@@ -130,9 +129,9 @@ def test_header_and_events_are_checked_too(journaled_run, tmp_path):
         assert expected in str(e.value) and "\n" not in str(e.value), (expected, str(e.value))
 
 
-def test_unknown_fields_are_ignored_and_a_torn_last_line_still_dropped(journaled_run, tmp_path):
+def test_unknown_fields_are_ignored_and_a_torn_last_line_still_ignored(journaled_run, tmp_path):
     """Forward compatibility: a newer effbench may add fields. A torn (not JSON) last line is a
-    kill mid-write, as before: dropped with a warning."""
+    kill mid-write, as before: ignored with a warning, and the file left as it is."""
     path = tmp_path / "journal.jsonl"
     recs = records(journaled_run / "journal.jsonl")
     header, results, events = read_journal(journaled_run / "journal.jsonl")
@@ -140,11 +139,92 @@ def test_unknown_fields_are_ignored_and_a_torn_last_line_still_dropped(journaled
         r["added_later"] = {"any": [1, "shape"]}
     text = "".join(json.dumps(r) + "\n" for r in recs)
     path.write_text(text + text.splitlines()[-1][:30])
+    before = path.read_bytes()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert read_journal(path) == (header, results, events)
+    assert any("torn last journal line ignored" in str(w.message) for w in caught)
+    assert path.read_bytes() == before  # reading never writes
+
+
+def with_torn_line(journal: Path, keep_results: int | None = None) -> bytes:
+    """Cut the journal after `keep_results` results (all: None) and add half of the next line,
+    as a kill in the middle of a batch's write leaves it. Returns the whole lines kept."""
+    lines = journal.read_text().splitlines(keepends=True)
+    results = [i for i, line in enumerate(lines) if line.startswith('{"kind": "result"')]
+    cut = len(lines) - 1 if keep_results is None else results[keep_results - 1] + 1
+    whole = "".join(lines[:cut])
+    journal.write_text(whole + lines[cut][:45])
+    return whole.encode()
+
+
+def test_report_and_simulate_leave_a_live_journal_as_it_is(journaled_run, tmp_path):
+    """`effbench report --html` and `simulate` on a run whose journal ends in half a line (as
+    while a batch is being written): they read it, and the file stays byte for byte the same."""
+    out = tmp_path / "out"
+    shutil.copytree(journaled_run, out)
+    journal = out / "journal.jsonl"
+    with_torn_line(journal)
+    before = journal.read_bytes()
+    for args in (["simulate", str(out), "--budget", "1m", "--json", str(tmp_path / "sim.json")], ["report", str(out), "--html"]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        assert any("torn last journal line ignored" in str(w.message) for w in caught), args
+        assert journal.read_bytes() == before, args
+    assert (out / "report.html").is_file() and json.loads((tmp_path / "sim.json").read_text())["points"][0]["requests"] == 20
+
+
+def test_resume_drops_a_torn_last_line_and_continues(journaled_run, tmp_path):
+    out = copy_run(journaled_run, tmp_path / "out")
+    whole = with_torn_line(out / "journal.jsonl", keep_results=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = runner.invoke(app, ["run", "--resume", str(out)])
+    assert res.exit_code == 0, res.output
     assert any("torn last journal line dropped" in str(w.message) for w in caught)
-    assert path.read_text() == text
+    text = (out / "journal.jsonl").read_bytes()
+    assert text.startswith(whole)  # the half line cut, appends start on a fresh line
+    recs = records(out / "journal.jsonl")  # every line whole JSON
+    assert sum(r["kind"] == "result" for r in recs) == 20
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"]["resumed_results"] == 6 and results["totals"]["answered"] == 20
+
+
+def test_a_version_1_journal_is_still_resumed(journaled_run, tmp_path):
+    """A journal of the previous format (plan digest without top_p and seed, no submission
+    fingerprint): resumed with a warning that the submission is not checked; with a digest of
+    other requests, refused as before."""
+    from effbench.helm_bridge import HelmSession
+    from effbench.journal import plan_digest
+    from effbench.runner import Progress, RunOptions, load_run_config, plan_suite
+    from effbench.submission import Submission
+    from effbench.suites import load_suite
+
+    out = copy_run(journaled_run, tmp_path / "out")
+    config = load_run_config(out)
+    suite = load_suite(config["suite"])
+    opts = RunOptions.from_json({**config["options"], "out": str(tmp_path / "plan")})
+    plan = plan_suite(Submission.load(config["submission"]), suite, opts, HelmSession(tmp_path / "plan" / "helm", suite.name),
+                      Progress())
+    recs = records(out / "journal.jsonl")
+    recs[0] = {k: v for k, v in recs[0].items() if k != "fingerprint"} | {"version": 1, "plan_digest": "0" * 24}
+    cut = [i for i, r in enumerate(recs) if r["kind"] == "result"][8]
+    write_records(out / "journal.jsonl", recs[:cut])
+    res = runner.invoke(app, ["run", "--resume", str(out)])
+    assert "field 'plan_digest': the requests differ" in res.output and res.exit_code == 2, res.output
+
+    recs[0]["plan_digest"] = plan_digest(plan.requests(suite.name), version=1)
+    assert recs[0]["plan_digest"] != plan_digest(plan.requests(suite.name))
+    write_records(out / "journal.jsonl", recs[:cut])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = runner.invoke(app, ["run", "--resume", str(out)])
+    assert res.exit_code == 0, res.output
+    assert any("(version 1) has no fingerprint of the submission" in str(w.message) for w in caught)
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"]["resumed_results"] == 8 and results["totals"]["answered"] == 20
 
 
 @pytest.mark.parametrize("where", ["middle", "last", "header"])
