@@ -3,7 +3,7 @@
 PY := .venv/bin
 DEMO ?= demo
 
-.PHONY: demo test bench bench-check bench-baseline install
+.PHONY: demo test bench bench-check bench-baseline install gpu-check
 
 install:
 	scripts/install
@@ -31,3 +31,8 @@ bench-check: install
 # Measure here and make it the baseline (commit bench/baseline.json with a note on the machine).
 bench-baseline: install
 	$(PY)/pytest bench/test_tracked.py -q --benchmark-only --benchmark-json=bench/baseline.json
+
+# On a machine with an NVIDIA GPU, in under 8 minutes: the tests marked gpu, vLLM on CUDA (a short
+# run of the demo) and NVML telemetry in results.json, then a summary. Exit 2 where there is no GPU.
+gpu-check:
+	scripts/gpu-check

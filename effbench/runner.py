@@ -24,7 +24,7 @@ from effbench.profiler import Telemetry, run_performance
 from effbench.atomic import write_json_atomic
 from effbench.journal import (JOURNAL_NAME, Journal, budget_timeline, fingerprint_changes, journaled_results, out_error,
                               plan_digest, read_journal, submission_fingerprint)
-from effbench.scheduler import InProcess, Scheduler
+from effbench.scheduler import InProcess, Scheduler, StopSignals
 from effbench.worker import BackendWorker
 from effbench.submission import Submission
 from effbench.suites import Suite
@@ -286,7 +286,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     opts.out.mkdir(parents=True, exist_ok=True)
     ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
     sampler = Telemetry()
-    with sampler:
+    stop = StopSignals()  # SIGINT/SIGTERM: abort until execution starts, then a clean stop (see StopSignals)
+    with sampler, stop:
         phase("plan")
         submission = submission.fetch_hub_base()
         worker = None if opts.in_process else BackendWorker(submission, opts.cache_dir)
@@ -321,13 +322,17 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             raise
         try:
             phase("execute")
+            stop.arm()  # from here on, results.json is written whatever happens
             progress.on_execute(budget_s, len(todo), sampler)
-            report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
+            report = Scheduler(executor, submission.manifest.limits.max_batch_size, stop=stop.requested).execute(
                 todo, lengths, order=opts.order, budget_s=budget_s, journal=journal, on_batch=progress.on_batch,
                 groups=prefixes,
             )
             phases[-1].end = time.time()
-            allocator = executor.allocator_stats() if isinstance(executor, BackendWorker) and executor.alive else {"source": "in-process"}
+            if stop.requested():
+                report.stopped = f"interrupted by {stop.name}"
+                progress.on_warning(f"{report.stopped}: scoring what was answered; `effbench run --resume {opts.out}` continues")
+            allocator = executor.allocator_stats() if isinstance(executor, BackendWorker) else {"source": "in-process"}
         finally:
             executor.close()
             journal.close()
@@ -363,6 +368,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             "not_started": len(report.not_started),
             "worker_restarts": report.restarts,
             "crashes": report.crashes,
+            "stopped": report.stopped,
             "resumed_results": len(done),
             "journal": JOURNAL_NAME,  # relative to the output folder, as every path in it: the folder may move
         },
@@ -395,6 +401,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         if (err := out_error(opts.out, e)) is None:
             raise
         raise err from e
+    if stop.requested():  # results.json is written: now end as the signal asked (non-zero exit)
+        raise KeyboardInterrupt
     return RunOutcome(out, path, phases)
 
 
@@ -469,7 +477,8 @@ def _open_journal(opts: RunOptions, submission: Submission, suite: Suite, reques
         raise EffbenchError(f"{path}:1: field 'fingerprint': the submission changed since the run started:"
                             f" {', '.join(changes[:3])}{more}; restore it, or {again}")
     _, spent = budget_timeline(prior, events)
-    return Journal(path, header, append=True), {r.request_id: r for r in prior}, spent
+    # a failed result (a crashed worker's batch, a backend error) is tried again
+    return Journal(path, header, append=True), {r.request_id: r for r in prior if r.ok}, spent
 
 
 def _score_runs(plan, suite: Suite, session, results: dict[str, GenerationResult], opts: RunOptions, sampler) -> list[dict]:

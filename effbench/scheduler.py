@@ -13,21 +13,33 @@ Orders:
   budget every run has answers: the challenge's geometric mean punishes one empty scenario far
   more than a thin one.
 
-The deadline is wall clock from the first request. At the deadline nothing new starts and the
-batch in flight is cancelled: the worker holding it is killed, so a hung backend cannot hold the
-run past it. A crashed worker costs its batch (errors, as data) and is restarted while time is left.
+The deadline is elapsed time (time.monotonic) from the first request. At the deadline nothing new
+starts and the batch in flight is cancelled: the worker holding it is killed, so a hung backend
+cannot hold the run past it.
+
+Whatever the worker does, execute() returns a report and never raises mid-run: every failure is
+data. A worker that dies (mid-batch or between batches) costs its batch (failed results with the
+reason) and is restarted, max_restarts times at most; a restart that fails is recorded and counts
+as one; with none left, the rest is not started. A batch the backend raised on is split in halves
+(effbench.execute_policy) so that only the request that causes it fails; after
+restart_after_failures batches in a row on which every request raised (a broken CUDA context
+fails them all), the worker is restarted. A stop request (StopSignals: SIGINT, SIGTERM) ends it
+like the deadline: the batch in flight cancelled, the rest not started, what was answered kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
 
-from effbench.contracts import GenerationRequest, GenerationResult, Timings
+from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Timings
+from effbench.execute_policy import isolate
 from effbench.journal import Journal
-from effbench.worker import BackendRaised, WorkerCrashed, WorkerTimeout
+from effbench.worker import BackendRaised, Interrupted, WorkerCrashed, WorkerTimeout
 
 BatchCallback = Callable[[list[GenerationRequest], list[GenerationResult]], None]
 ORDERS = ("effbench", "helm")
@@ -70,9 +82,10 @@ def prefix_groups(requests: Sequence[GenerationRequest], token_ids: dict[str, Se
 class Executor(Protocol):
     """What the scheduler drives: a backend behind a deadline (worker.BackendWorker, InProcess)."""
 
-    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None) -> list[GenerationResult]: ...
+    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None,
+                 stop: Callable[[], bool] | None = None) -> list[GenerationResult]: ...
 
-    def start(self, timeout: float | None = None) -> object: ...
+    def start(self, timeout: float | None = None, stop: Callable[[], bool] | None = None) -> object: ...
 
     def kill(self) -> None: ...
 
@@ -80,15 +93,16 @@ class Executor(Protocol):
 
 
 class InProcess:
-    """A backend called directly: fastest, but a hang cannot be interrupted (no deadline)."""
+    """A backend called directly: fastest, but a hang cannot be interrupted (no deadline), and a
+    stop request is seen between batches only."""
 
     def __init__(self, backend):
         self.backend = backend
 
-    def start(self, timeout=None):
+    def start(self, timeout=None, stop=None):
         return None
 
-    def generate(self, batch, timeout=None):
+    def generate(self, batch, timeout=None, stop=None):
         try:
             return self.backend.generate(batch)
         except Exception as e:  # a backend bug: errors for this batch, as the worker reports it
@@ -99,6 +113,50 @@ class InProcess:
 
     def close(self):
         self.backend.close()
+
+
+class StopSignals:
+    """SIGINT and SIGTERM for the length of a run (a context manager; main thread only, elsewhere
+    it changes nothing). Until arm(), they raise KeyboardInterrupt, as SIGINT does by default: the
+    run is aborted and its worker killed. Once armed (execution started), the first only asks for a
+    stop, which the scheduler sees within worker.POLL_S: the worker is killed, what was answered
+    kept, and the caller scores and writes results before ending the run itself. A second one
+    raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.armed = False
+        self._saved: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._saved[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._saved.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._saved.clear()
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
+
+    def _handle(self, signum, frame) -> None:
+        if not self.armed or self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+class RestartFailed(Exception):
+    """No worker could be started again (every restart allowed was tried)."""
 
 
 def _dedupe_key(r: GenerationRequest):
@@ -182,22 +240,27 @@ def plan_batches(
 @dataclass
 class ExecutionReport:
     results: dict[str, GenerationResult]
-    started: float  # time of the first request (the budget's clock starts here)
-    ended: float
-    deadline: float | None
+    started: float  # wall-clock time of the first request (the budget's clock starts here)
+    ended: float  # started + the monotonic seconds elapsed
+    deadline: float | None  # wall clock, for the record; the scheduler counts on time.monotonic
     deadline_hit: bool = False
-    cancelled: list[str] = field(default_factory=list)  # in flight at the deadline
+    cancelled: list[str] = field(default_factory=list)  # in flight when execution stopped
     not_started: list[str] = field(default_factory=list)
     restarts: int = 0
     crashes: list[str] = field(default_factory=list)
     batches: int = 0
+    stopped: str | None = None  # why execution ended before every request was tried, or None
 
 
 class Scheduler:
-    def __init__(self, executor: Executor, max_batch_size: int, max_restarts: int = 2):
+    restart_after_failures = 3  # batches in a row on which every request raised: restart the worker
+
+    def __init__(self, executor: Executor, max_batch_size: int, max_restarts: int = 2,
+                 stop: Callable[[], bool] | None = None):
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_restarts = max_restarts
+        self.stop = stop  # true once a stop is asked for (StopSignals.requested)
 
     def execute(
         self,
@@ -212,59 +275,105 @@ class Scheduler:
     ) -> ExecutionReport:
         batches, dupes = plan_batches(requests, lengths, self.max_batch_size, order, groups)
         by_id = {r.id: r for r in requests}
-        t0 = time.time()
-        deadline = t0 + budget_s if budget_s is not None else None
-        report = ExecutionReport({}, t0, t0, deadline)
+        t0, m0 = time.time(), time.monotonic()
+        end = None if budget_s is None else m0 + budget_s
+        report = ExecutionReport({}, t0, t0, None if budget_s is None else t0 + budget_s)
         if journal is not None:
-            journal.mark("execute", started=t0, deadline=deadline, order=order, requests=len(requests))
+            journal.mark("execute", started=t0, deadline=report.deadline, order=order, requests=len(requests))
+
+        def left() -> float | None:
+            return None if end is None else end - time.monotonic()
+
+        def record(batch: list[GenerationRequest], out: list[GenerationResult]) -> None:
+            self._record(report, batch, out, dupes, by_id, journal, on_batch)
+
+        failing = 0  # batches in a row on which every request raised
         for n, batch in enumerate(batches):
-            remaining = None if deadline is None else deadline - time.time()
-            if remaining is not None and remaining <= 0:
-                report.deadline_hit = True
+            try:
+                self._may_go_on(left)
+            except (WorkerTimeout, Interrupted) as e:
+                self._stopped(report, e)
                 report.not_started = [r.id for b in batches[n:] for r in b]
                 break
             try:
-                out = self.executor.generate(batch, timeout=remaining)
-            except WorkerTimeout:
-                report.deadline_hit = True
-                report.cancelled = [r.id for r in batch]
+                failing = self._batch(batch, failing, left, record, report)
+            except (WorkerTimeout, Interrupted, RestartFailed) as e:
+                self._stopped(report, e)
+                report.cancelled = [r.id for r in batch if r.id not in report.results]
                 report.not_started = [r.id for b in batches[n + 1 :] for r in b]
                 break
-            except BackendRaised as e:
-                report.crashes.append(str(e))
-                now = time.time()
-                self._record(report, batch, [_failed(r, str(e), now) for r in batch], dupes, by_id, journal, on_batch)
-                continue
-            except WorkerCrashed as e:
-                report.crashes.append(str(e))
-                now = time.time()
-                out = [_failed(r, f"backend crashed: {e}", now) for r in batch]
-                self._record(report, batch, out, dupes, by_id, journal, on_batch)
-                try:
-                    restarted = self._restart(report, deadline)
-                except WorkerTimeout:  # the restart itself ran into the deadline
-                    report.deadline_hit, restarted = True, False
-                if not restarted:
-                    report.not_started = [r.id for b in batches[n + 1 :] for r in b]
-                    break
-                continue
-            if len(out) != len(batch):
-                raise RuntimeError(f"backend returned {len(out)} results for a batch of {len(batch)}")
-            self._record(report, batch, out, dupes, by_id, journal, on_batch)
-        report.ended = time.time()
+        report.ended = t0 + (time.monotonic() - m0)
         if journal is not None and report.deadline_hit:
             journal.mark("deadline", at=report.ended, cancelled=len(report.cancelled), not_started=len(report.not_started))
         return report
 
-    def _restart(self, report: ExecutionReport, deadline: float | None) -> bool:
-        if report.restarts >= self.max_restarts or (deadline is not None and time.time() >= deadline):
-            return False
-        report.restarts += 1
-        self.executor.kill()
-        self.executor.start(timeout=None if deadline is None else deadline - time.time())
-        return True
+    def _may_go_on(self, left: Callable[[], float | None]) -> None:
+        """Before anything starts: Interrupted once a stop is asked for, WorkerTimeout past the deadline."""
+        if self.stop is not None and self.stop():
+            raise Interrupted("stop requested")
+        remaining = left()
+        if remaining is not None and remaining <= 0:
+            raise WorkerTimeout("the deadline has passed")
+
+    @staticmethod
+    def _stopped(report: ExecutionReport, e: Exception) -> None:
+        if isinstance(e, WorkerTimeout):
+            report.deadline_hit, report.stopped = True, "deadline"
+        elif isinstance(e, Interrupted):
+            report.stopped = "interrupted"
+        else:
+            report.stopped = f"the backend worker could not be restarted: {e}"
+
+    def _batch(self, batch, failing: int, left, record, report: ExecutionReport) -> int:
+        """One planned batch, split where the backend raises; a worker that dies costs what of the
+        batch was not answered yet, and is restarted. Returns the new count of failing batches."""
+        raised: list[str] = []
+
+        def generate(part: list[GenerationRequest]) -> list[GenerationResult]:
+            self._may_go_on(left)
+            return self.executor.generate(part, timeout=left(), stop=self.stop)
+
+        def settle(part: list[GenerationRequest], outcomes: list) -> None:
+            now = time.time()
+            record(part, [_failed(r, str(o), now) if isinstance(o, BackendRaised) else o for r, o in zip(part, outcomes)])
+
+        try:
+            isolate(generate, batch, settle, lambda part, e: raised.append(str(e)))
+        except WorkerCrashed as e:
+            report.crashes.append(str(e))
+            now = time.time()
+            lost = [r for r in batch if r.id not in report.results]
+            record(lost, [_failed(r, f"backend crashed: {e}", now) for r in lost])
+            self._restart(report, left)
+            return 0
+        if not raised:
+            return 0
+        report.crashes.append(raised[0] if len(raised) == 1 else f"{raised[0]} (batch of {len(batch)} split: {len(raised)} calls raised)")
+        if any(report.results[r.id].ok for r in batch):
+            return 0
+        if failing + 1 < self.restart_after_failures:
+            return failing + 1
+        report.crashes.append(f"the backend raised on every request of {failing + 1} batches in a row: restarting the worker")
+        self._restart(report, left)
+        return 0
+
+    def _restart(self, report: ExecutionReport, left) -> None:
+        """A fresh worker. Each attempt counts as a restart; one that fails is recorded and the next
+        tried; RestartFailed when none is left. The deadline and a stop end it as they end a batch."""
+        while report.restarts < self.max_restarts:
+            self._may_go_on(left)
+            report.restarts += 1
+            self.executor.kill()
+            try:
+                self.executor.start(timeout=left(), stop=self.stop)
+                return
+            except (WorkerCrashed, EffbenchError, OSError) as e:
+                report.crashes.append(f"restart {report.restarts} failed: {e}")
+        raise RestartFailed(f"{self.max_restarts} restarts allowed, all used")
 
     def _record(self, report, batch, out, dupes, by_id, journal, on_batch) -> None:
+        if not batch:
+            return
         report.batches += 1
         fanned: list[GenerationResult] = []
         for req, res in zip(batch, out):

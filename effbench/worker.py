@@ -4,23 +4,54 @@ its deadline: the parent waits on a pipe with a timeout and kills the child when
 Messages are effbench's own dataclasses over a multiprocessing pipe between effbench's own
 processes (the submission's files are never unpickled). The child is spawned, not forked: a
 forked copy of a process with torch threads running is not safe.
+
+The child is not a daemon process (vLLM's engine starts processes of its own, which a daemon may
+not), so it is reaped explicitly on every way out: kill() (its whole process group), an atexit
+hook for any left running, and, for a parent killed with SIGKILL, Linux's parent-death signal.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import multiprocessing as mp
+import multiprocessing.util  # noqa: F401  (its atexit hook joins non-daemon children: registered before ours, run after)
 import os
+import signal
+import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from effbench.contracts import BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
 
 
 WARM_UP_ID = "warm-up"
+WORKER_NAME = "effbench-worker"  # the worker's process name in ps, top and psutil (Linux keeps 15 characters)
+POLL_S = 0.1  # how often a wait for the worker looks at the stop request
+STATS_TIMEOUT_S = 10.0  # the allocator stats are a nicety: a slow reply must not hold the run
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+# The worker's reaper (see _bind_to_parent): a small process of its own, not a fork of the worker,
+# so that it holds none of the worker's pipes and little memory.
+_REAPER = """
+import ctypes, os, signal, sys
+group, worker = int(sys.argv[1]), int(sys.argv[2])
+def reap(*_):
+    os.killpg(group, signal.SIGKILL)
+signal.signal(signal.SIGTERM, reap)
+libc = ctypes.CDLL(None)
+libc.prctl(1, ctypes.c_ulong(signal.SIGTERM))
+libc.prctl(15, ctypes.c_char_p(b"effbench-reaper"))
+if os.getppid() != worker:
+    reap()
+while True:
+    signal.pause()
+"""
 
 
 class WorkerTimeout(Exception):
@@ -28,12 +59,17 @@ class WorkerTimeout(Exception):
 
 
 class WorkerCrashed(Exception):
-    """The worker process died (a crash, an OOM kill)."""
+    """The worker process died (a crash, an OOM kill), or could not start again."""
 
 
 class BackendRaised(Exception):
-    """The backend raised on a batch (a bug: generate() reports bad requests as data); the
-    worker is alive and serves the next batch."""
+    """The backend raised on a batch (a bug: generate() reports bad requests as data), or answered
+    it with results that do not match it; the worker is alive and serves the next batch."""
+
+
+class Interrupted(Exception):
+    """A stop was asked for (SIGINT or SIGTERM in the parent) while waiting for the worker; the
+    worker has been killed."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +84,39 @@ class WorkerInfo:
     capabilities: BackendCapabilities
 
 
-def _worker_main(conn, submission: Submission, cache_dir: Path | None) -> None:
-    from effbench.backends import make_backend
+def _bind_to_parent(parent_pid: int) -> None:
+    """First thing in the worker: it dies with the parent, even one killed with SIGKILL that can
+    clean nothing up (a hung worker would otherwise run on under init). Linux's parent-death
+    signal, sent when the parent THREAD that started the worker ends: start workers from a thread
+    that lives as long as they should. The getppid check closes the race with a parent that died
+    before the signal was set. Its own process group, so kill() reaches the engine's processes
+    too (vLLM's engine core on a GPU), and a Ctrl-C in the terminal reaches only the parent, which
+    decides what stops. A SIGKILLed worker cannot take its own children along: its reaper, a
+    child with the worker as its parent-death signal's parent, kills the whole group when the
+    worker ends, however it ends."""
+    global _reaper
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL)) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(WORKER_NAME.encode()))
+    if os.getppid() != parent_pid:  # the parent is gone already
+        os._exit(1)
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        _reaper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER, str(os.getpid()), str(os.getpid())],
+                                   stdin=subprocess.DEVNULL)
 
+
+_reaper: subprocess.Popen | None = None  # in the worker: kept referenced for as long as the worker runs
+
+
+def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pid: int) -> None:
     try:
+        _bind_to_parent(parent_pid)
+        from effbench.backends import make_backend
+
         backend = make_backend(submission, cache_dir=cache_dir)
         backend.start()
         # Warm-up, outside any timing: the first forward pass pays one-off kernel and allocator set-up.
@@ -66,10 +131,14 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None) -> None:
     except Exception as e:  # reported to the parent, which raises it there: nothing is swallowed
         conn.send(("error", f"{type(e).__name__}: {e}" if not isinstance(e, EffbenchError) else str(e), isinstance(e, EffbenchError)))
         return
+    stats = getattr(backend, "allocator_stats", _allocator_stats)  # a backend may know better (the fault backend)
     while True:
         msg = conn.recv()
         if msg[0] == "stats":  # the allocator's view, which only this process has
-            conn.send(("stats", _allocator_stats()))
+            try:
+                conn.send(("stats", stats()))
+            except Exception as e:  # the parent records it in place of the stats
+                conn.send(("error", f"allocator stats: {type(e).__name__}: {e}", False))
             continue
         if msg[0] == "close":
             backend.close()
@@ -99,6 +168,17 @@ def _allocator_stats() -> dict:
             "max_reserved_bytes": int(torch.cuda.max_memory_reserved())}
 
 
+_running: "weakref.WeakSet[BackendWorker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_running_workers() -> None:
+    """The last way out: a worker still running when effbench exits is killed, not waited for
+    (multiprocessing's own exit hook, which runs after this one, joins non-daemon children)."""
+    for w in list(_running):
+        w.kill()
+
+
 class BackendWorker:
     """Parent-side handle of the worker process."""
 
@@ -113,10 +193,15 @@ class BackendWorker:
     def name(self) -> str:
         return self.info.name if self.info else self.submission.manifest.backend
 
-    def start(self, timeout: float | None = None) -> WorkerInfo:
-        """Spawn the worker and wait until its model is loaded (WorkerTimeout past `timeout`)."""
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float | None = None, stop: Callable[[], bool] | None = None) -> WorkerInfo:
+        """Spawn the worker and wait until its model is loaded (WorkerTimeout past `timeout`,
+        Interrupted once `stop()` says so)."""
         self.launch()
-        return self.wait_ready(timeout)
+        return self.wait_ready(timeout, stop)
 
     def launch(self) -> None:
         """Spawn the worker; it merges and loads the model while the caller does other work
@@ -124,8 +209,8 @@ class BackendWorker:
         ctx = mp.get_context("spawn")
         preload = _iomp_preload(self.submission)
         parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker_main, args=(child, self.submission, self.cache_dir), daemon=True,
-                                 name="effbench-backend")
+        self._proc = ctx.Process(target=_worker_main, args=(child, self.submission, self.cache_dir, os.getpid()),
+                                 daemon=False, name="effbench-backend")
         saved = os.environ.get("LD_PRELOAD")
         if preload:
             os.environ["LD_PRELOAD"] = preload  # read by the loader when the worker starts, not later
@@ -136,58 +221,95 @@ class BackendWorker:
                 del os.environ["LD_PRELOAD"]
             elif preload:
                 os.environ["LD_PRELOAD"] = saved
+        _running.add(self)
         child.close()
         self._conn = parent
 
-    def wait_ready(self, timeout: float | None = None) -> WorkerInfo:
-        msg = self._recv(timeout=timeout)
+    def wait_ready(self, timeout: float | None = None, stop: Callable[[], bool] | None = None) -> WorkerInfo:
+        msg = self._recv(timeout, stop)
         if msg[0] == "error":
             self.kill()
             raise EffbenchError(msg[1]) if msg[2] else WorkerCrashed(f"backend failed to start: {msg[1]}")
         self.info = msg[1]
         return self.info
 
-    def _recv(self, timeout: float | None):
-        if timeout is not None and not self._conn.poll(max(timeout, 0.0)):
-            self.kill()
-            raise WorkerTimeout(f"no answer within {timeout:.1f} s")
+    def _send(self, msg: tuple) -> None:
+        if self._conn is None:
+            raise WorkerCrashed("backend process is not running")
+        try:
+            self._conn.send(msg)
+        except OSError:  # BrokenPipeError, ConnectionResetError: it died since its last answer
+            raise self._died("between batches") from None
+
+    def _recv(self, timeout: float | None, stop: Callable[[], bool] | None = None):
+        if self._conn is None:
+            raise WorkerCrashed("backend process is not running")
+        end = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while not self._conn.poll(POLL_S if end is None else max(0.0, min(POLL_S, end - time.monotonic()))):
+            if stop is not None and stop():
+                self.kill()
+                raise Interrupted("stop requested while waiting for the backend")
+            if end is not None and time.monotonic() >= end:
+                self.kill()
+                raise WorkerTimeout(f"no answer within {timeout:.1f} s")
         try:
             return self._conn.recv()
-        except (EOFError, ConnectionResetError, OSError):
-            code = self._proc.exitcode if self._proc is not None else None
-            self.kill()
-            raise WorkerCrashed(f"backend process died (exit code {code})") from None
+        except (EOFError, OSError):
+            raise self._died("") from None
 
-    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None) -> list[GenerationResult]:
-        self._conn.send(("generate", list(batch)))
-        msg = self._recv(timeout)
+    def _died(self, when: str) -> WorkerCrashed:
+        proc = self._proc
+        if proc is not None:
+            proc.join(1)  # its pipe closes a moment before it is reaped: wait for the exit code
+        code = proc.exitcode if proc is not None else None
+        self.kill()
+        return WorkerCrashed(f"backend process died{' ' + when if when else ''} (exit code {code})")
+
+    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None,
+                 stop: Callable[[], bool] | None = None) -> list[GenerationResult]:
+        self._send(("generate", list(batch)))
+        msg = self._recv(timeout, stop)
         if msg[0] == "error":
             raise BackendRaised(msg[1])
         return msg[1]
 
-    def allocator_stats(self) -> dict:
-        self._conn.send(("stats",))
-        return self._recv(timeout=30)[1]
+    def allocator_stats(self, timeout: float = STATS_TIMEOUT_S) -> dict:
+        """The worker's allocator peaks, for the profile. Never loses a run: a worker that is gone,
+        slow (killed after `timeout`) or failing gives {"source": "unavailable", "error": why}."""
+        try:
+            self._send(("stats",))
+            msg = self._recv(timeout)
+        except (WorkerCrashed, WorkerTimeout) as e:
+            return {"source": "unavailable", "error": str(e)}
+        return msg[1] if msg[0] == "stats" else {"source": "unavailable", "error": msg[1]}
 
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
     def kill(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(5)
-        if self._conn is not None:
-            self._conn.close()
+        """Kill the worker and its process group (an engine's own processes), and reap it."""
+        proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        _running.discard(self)
+        if proc is not None and proc.pid is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # no such group: the worker had not made it yet, or all of it is gone
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+        if conn is not None:
+            conn.close()
 
     def close(self, timeout: float = 30.0) -> None:
         if self.alive:
             try:
                 self._conn.send(("close",))
-                deadline = time.time() + timeout
-                while self.alive and time.time() < deadline and not self._conn.poll(0.1):
+                end = time.monotonic() + timeout
+                while self.alive and time.monotonic() < end and not self._conn.poll(POLL_S):
                     pass
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass  # already gone: kill() below reaps it
         self.kill()

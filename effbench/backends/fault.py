@@ -1,18 +1,31 @@
-"""A fault-injecting backend for testing deadline handling: the HF backend, plus a delay per
-batch, a hang (sleeps forever) or a crash (the process exits at once, as an OOM kill would) at a
-chosen batch. Configured through the manifest's `[backend_args]`; never a default."""
+"""A fault-injecting backend for testing what a run does when its backend fails: the HF backend,
+plus a delay per batch, and at a chosen batch a hang (sleeps forever), a crash (the process exits
+at once, as an OOM kill would), a raise, a wrong number of results, or a death between batches;
+a request that always makes its batch raise; a state where every batch raises (a broken CUDA
+context) until a restart; failed (re)starts; a slow allocator-stats reply; a child process of the
+backend's own (as vLLM's engine core on a GPU). The knobs never change
+what the model answers. Configured through the manifest's `[backend_args]`; never a default
+(selectable only where EFFBENCH_TESTING=1).
+
+Batches are counted per worker process (1 = its first batch after the warm-up; a batch split
+after a raise is one call per part). With `once` (and `state_dir`), each fault fires in one
+process only, the first to reach it: a one-off fault that a restart or a `--resume` gets past.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
 from effbench.backends.hf import HFBackend
-from effbench.contracts import GenerationRequest, GenerationResult
+from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
-from effbench.worker import WARM_UP_ID
+from effbench.worker import WARM_UP_ID, _allocator_stats
 
 
 class FaultBackend(HFBackend):
@@ -23,29 +36,111 @@ class FaultBackend(HFBackend):
         submission: Submission,
         *,
         cache_dir: Path | None = None,
-        delay_s: float = 0.0,
-        hang_on_batch: int | None = None,
-        crash_on_batch: int | None = None,
-        raise_on_batch: int | None = None,
+        delay_s: float = 0.0,  # before every batch
+        hang_on_batch: int | None = None,  # this batch never returns
+        crash_on_batch: int | None = None,  # the process exits (code 13) on receiving this batch
+        raise_on_batch: int | None = None,  # this batch raises
+        die_between_batches_after: int | None = None,  # answers this batch, then exits (code 13) before the next
+        wrong_count_on_batch: int | None = None,  # this batch is answered with one result too few
+        raise_on_request: str | None = None,  # any batch holding a request whose id ends with this raises
+        broken_from_batch: int | None = None,  # from this batch on, every batch of the process raises
+        fail_starts: list[int] = (),  # these starts, counted over all processes in state_dir (1 = the first), raise
+        slow_stats_s: float = 0.0,  # the allocator stats answer after this long
+        child_process: bool = False,  # start() starts a process of its own that runs until close()
+        once: bool = False,  # each fault fires in one process only (needs state_dir)
+        state_dir: str | None = None,  # a folder the worker processes of one test share (markers, counts)
         **hf_args,
     ):
         super().__init__(submission, cache_dir=cache_dir, **hf_args)  # prefix_reuse, prefix_cache_entries
+        if (once or fail_starts) and state_dir is None:
+            raise EffbenchError("fault backend: once and fail_starts need state_dir (shared by the worker processes)")
         self.delay_s = delay_s
         self.hang_on_batch = hang_on_batch
         self.crash_on_batch = crash_on_batch
         self.raise_on_batch = raise_on_batch
+        self.die_between_batches_after = die_between_batches_after
+        self.wrong_count_on_batch = wrong_count_on_batch
+        self.raise_on_request = raise_on_request
+        self.broken_from_batch = broken_from_batch
+        self.fail_starts = list(fail_starts)
+        self.slow_stats_s = slow_stats_s
+        self.child_process = child_process
+        self.child: subprocess.Popen | None = None
+        self.once = once
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
         self.batches = 0
+        self.broken = False
+
+    def _fires(self, fault: str) -> bool:
+        """Whether a fault fires: always, or with `once` only in the first process to get here
+        (an exclusive create: exactly one process wins)."""
+        if not self.once:
+            return True
+        try:
+            (self.state_dir / f"fired-{fault}").open("x").close()
+        except FileExistsError:
+            return False
+        return True
+
+    def start(self) -> None:
+        if self.fail_starts:
+            count = self.state_dir / "starts"
+            n = int(count.read_text()) + 1 if count.is_file() else 1
+            count.write_text(str(n))
+            if n in self.fail_starts:
+                raise RuntimeError(f"injected start failure (start {n})")
+        if self.child_process:
+            self.child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], stdin=subprocess.DEVNULL)
+        super().start()
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.kill()
+            self.child.wait()
+        super().close()
 
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         if batch and batch[0].id == WARM_UP_ID:  # the worker's warm-up is not one of the run's batches
             return super().generate(batch)
         self.batches += 1
-        if self.batches == self.crash_on_batch:
+        n = self.batches
+        if n == self.crash_on_batch and self._fires("crash"):
             os._exit(13)  # no cleanup, no exception: like a segfault or the OOM killer
-        if self.batches == self.raise_on_batch:
+        if n == self.raise_on_batch and self._fires("raise"):
             raise RuntimeError("injected backend error")
-        if self.batches == self.hang_on_batch:
+        if self.broken_from_batch is not None and n >= self.broken_from_batch and (self.broken or self._fires("broken")):
+            self.broken = True
+            raise RuntimeError("injected broken backend: every batch raises until a restart")
+        if self.raise_on_request is not None and any(r.id.endswith(self.raise_on_request) for r in batch):
+            raise RuntimeError(f"injected error for the request ending {self.raise_on_request!r}")
+        if n == self.hang_on_batch and self._fires("hang"):
             while True:
                 time.sleep(3600)
         time.sleep(self.delay_s)
-        return super().generate(batch)
+        results = super().generate(batch)
+        if n == self.wrong_count_on_batch and self._fires("wrong-count"):
+            results = results[:-1]
+        if n == self.die_between_batches_after and self._fires("die"):
+            threading.Thread(target=self._exit_before_next_batch, args=(n,), daemon=True).start()
+        return results
+
+    def _exit_before_next_batch(self, n: int) -> None:
+        """os._exit(13) once the worker's main thread waits for its next message (its answer to
+        batch n was sent whole: the parent's next send finds a dead pipe), or, should the next
+        batch have come in already, at once: either way batch n is answered and n+1 is lost."""
+        main = threading.main_thread().ident
+        connection = os.path.join("multiprocessing", "connection.py")
+        while self.batches == n:
+            frame = sys._current_frames().get(main)
+            while frame is not None:
+                if frame.f_code.co_name == "recv" and frame.f_code.co_filename.endswith(connection):
+                    os._exit(13)
+                frame = frame.f_back
+            time.sleep(0.001)
+        os._exit(13)
+
+    def allocator_stats(self) -> dict:
+        time.sleep(self.slow_stats_s)
+        return _allocator_stats()
