@@ -17,9 +17,13 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def full_run(demo_submission, cache_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sim")
-    sub = fault_submission(demo_submission, tmp, delay_s=0.5)  # batch times dominated by a fixed delay
+    # every batch takes exactly 4 s (compute, then sleep; the demo model's compute stays under 3 s
+    # next to two CPU hogs): the journal's timings and a later run's are the same on a busy
+    # machine, so the comparison below is not a race against the load
+    sub = fault_submission(demo_submission, tmp, batch_s=4.0)
     out = tmp / "full"
-    res = runner.invoke(app, ["run", str(sub), "--out", str(out), "--cache-dir", str(cache_dir), "--budget", "none"])
+    res = runner.invoke(app, ["run", str(sub), "--out", str(out), "--cache-dir", str(cache_dir), "--budget", "none",
+                              "--max-eval-instances", "6"])
     assert res.exit_code == 0, res.output
     return sub, out
 
@@ -30,19 +34,20 @@ def test_simulate_at_budget_b_matches_a_run_at_budget_b(full_run, cache_dir, tmp
     _, results, events = read_journal(full / "journal.jsonl")
     at, _ = budget_timeline(results, events)
     landed = sorted(set(round(t, 3) for t in at.values()))
-    assert len(landed) >= 6
-    budget_s = (landed[3] + landed[4]) / 2  # midway between the 4th and 5th batch landing
+    assert len(landed) >= 4
+    budget_s = (landed[1] + landed[2]) / 2  # midway between the 2nd and 3rd batch landing (2 s each side)
     sim_json = tmp_path / "sim.json"
     res = runner.invoke(app, ["simulate", str(full), "--budget", f"{budget_s}s", "--json", str(sim_json)])
     assert res.exit_code == 0, res.output
     (point,) = json.loads(sim_json.read_text())["points"]
     actual_out = tmp_path / "actual"
-    res = runner.invoke(app, ["run", str(sub), "--out", str(actual_out), "--cache-dir", str(cache_dir), "--budget", f"{budget_s}s"])
+    res = runner.invoke(app, ["run", str(sub), "--out", str(actual_out), "--cache-dir", str(cache_dir), "--budget", f"{budget_s}s",
+                              "--max-eval-instances", "6"])
     assert res.exit_code == 0, res.output
     actual = json.loads((actual_out / "results.json").read_text())
     assert actual["budget"]["deadline_hit"]
     for r in actual["runs"]:  # within one request's worth of items per run
-        assert abs(point["answered_per_run"][r["name"]] - r["answered"]) <= 1, (r["name"], point, r["answered"])
+        assert abs(point["answered_per_run"][r["name"]] - r["answered"]) <= 1, (r["name"], point, [(x["name"], x["answered"]) for x in actual["runs"]], landed)
     assert abs(point["answered"] - actual["totals"]["answered"]) <= len(actual["runs"])
 
 
@@ -50,11 +55,11 @@ def test_simulate_curve_is_monotone_and_complete_at_the_full_budget(full_run, tm
     _, full = full_run
     out = tmp_path / "curve.json"
     for extra in ([], ["--order", "helm", "--semantics", "helm"]):
-        res = runner.invoke(app, ["simulate", str(full), "--budget", "2s,4s,8s,30m", "--json", str(out), *extra])
+        res = runner.invoke(app, ["simulate", str(full), "--budget", "4s,8s,16s,30m", "--json", str(out), *extra])
         assert res.exit_code == 0, res.output
         points = json.loads(out.read_text())["points"]
         answered = [p["answered"] for p in points]
-        assert answered == sorted(answered) and answered[-1] == points[-1]["requests"] == 80
+        assert answered == sorted(answered) and answered[-1] == points[-1]["requests"] == 24
         assert points[-1]["runs_finished"] == 4
         assert [p["runs_finished"] for p in points] == sorted(p["runs_finished"] for p in points)
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,7 @@ class FaultBackend(HFBackend):
         *,
         cache_dir: Path | None = None,
         delay_s: float = 0.0,  # before every batch
+        batch_s: float | None = None,  # every batch takes exactly this long (compute, then sleep the rest)
         hang_on_batch: int | None = None,  # this batch never returns
         crash_on_batch: int | None = None,  # the process exits (code 13) on receiving this batch
         raise_on_batch: int | None = None,  # this batch raises
@@ -55,6 +57,7 @@ class FaultBackend(HFBackend):
         if (once or fail_starts) and state_dir is None:
             raise EffbenchError("fault backend: once and fail_starts need state_dir (shared by the worker processes)")
         self.delay_s = delay_s
+        self.batch_s = batch_s
         self.hang_on_batch = hang_on_batch
         self.crash_on_batch = crash_on_batch
         self.raise_on_batch = raise_on_batch
@@ -119,7 +122,12 @@ class FaultBackend(HFBackend):
             while True:
                 time.sleep(3600)
         time.sleep(self.delay_s)
+        t0 = time.monotonic()
         results = super().generate(batch)
+        if self.batch_s is not None:  # the test's own clock: batch times that a busy machine does not move
+            time.sleep(max(0.0, self.batch_s - (time.monotonic() - t0)))
+            now = time.time()  # the results land now, after the padding
+            results = [replace(r, timings=replace(r.timings, finished=now)) for r in results]
         if n == self.wrong_count_on_batch and self._fires("wrong-count"):
             results = results[:-1]
         if n == self.die_between_batches_after and self._fires("die"):
