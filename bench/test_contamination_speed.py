@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from effbench import contamination as C
+from effbench.challenge import contamination as C
 
 EXAMPLES = 100_000
 WORDS = 60
@@ -22,8 +22,8 @@ PLANTED = 60
 
 @pytest.fixture(scope="module")
 def eval_runs(tmp_path_factory):
-    from effbench.helm_bridge import suite_eval_instances
-    from effbench.suites import load_suite
+    from effbench.challenge.helm_bridge import suite_eval_instances
+    from effbench.challenge.suites import load_suite
 
     d = tmp_path_factory.mktemp("suite")
     default = load_suite("default")

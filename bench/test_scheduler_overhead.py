@@ -10,8 +10,8 @@ import statistics
 import time
 
 from effbench.contracts import GenerationRequest, GenerationResult, Origin, Timings
-from effbench.journal import Journal
-from effbench.scheduler import InProcess, Scheduler, plan_batches
+from effbench.execute.journal import Journal
+from effbench.execute.scheduler import InProcess, Scheduler, plan_batches
 
 
 class InstantBackend:

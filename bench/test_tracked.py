@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import GenerationRequest
-from effbench.scheduler import InProcess, Scheduler
+from effbench.execute.scheduler import InProcess, Scheduler
 
 pytestmark = pytest.mark.tracked
 runner = CliRunner()

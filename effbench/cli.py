@@ -124,11 +124,13 @@ def run(
     """Evaluate SUBMISSION on a suite under a time budget: HELM builds prompts and metrics, effbench
     batches the requests through the submission's backend (in a worker process it can stop at the
     deadline), journals every result, and writes results.json and HELM run folders."""
-    from effbench.live import LiveView
+    from effbench.report.live import LiveView
     from effbench.paths import safe_name
-    from effbench.runner import RunOptions, load_run_config, run_suite, save_run_config
+    from effbench.plan import RunOptions
+    from effbench.results import load_run_config, save_run_config
+    from effbench.runner import run_suite
     from effbench.submission import Submission
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     opts = None
     try:
@@ -165,7 +167,7 @@ def run(
     except EffbenchError as e:
         _fail(e)
     except OSError as e:  # writing into --out: a file, read-only or full (HELM's own writes land here)
-        from effbench.journal import out_error
+        from effbench.execute.journal import out_error
 
         if opts is None or (err := out_error(opts.out, e)) is None:
             raise
@@ -180,7 +182,7 @@ def suites() -> None:
     requests they can make (with augmentation), budget and weight."""
     from rich.table import Table
 
-    from effbench.suites import available_suites, load_suite, suite_size
+    from effbench.challenge.suites import available_suites, load_suite, suite_size
 
     table = Table("suite", "entries", "runs", "instances", "requests (at most)", "budget (min)", "weight", "description")
     for name in available_suites():
@@ -200,7 +202,7 @@ def rank(
     win rate per metric against the field (missing = 0), mean per scenario, geometric mean per
     suite, weighted sum over suites (open 1/3, closed 2/3). Also prints the Spearman correlation
     of open and closed scores: a negative one means the open winners overfit the open tasks."""
-    from effbench.rank import print_ranking, rank_files, write_json
+    from effbench.challenge.rank import print_ranking, rank_files, write_json
 
     try:
         ranking = rank_files(results)
@@ -228,8 +230,8 @@ def contamination(
 ) -> None:
     """Which eval items of a suite occur in TRAIN_FILE: per run, the items whose word n-grams
     (13 words, lowercased) are in the training data, with the training line where each was
-    found. No model is loaded; the training file is streamed. Details: effbench/contamination.py."""
-    from effbench.contamination import check_suite, print_report, write_json
+    found. No model is loaded; the training file is streamed. Details: effbench/challenge/contamination.py."""
+    from effbench.challenge.contamination import check_suite, print_report, write_json
 
     try:
         report = check_suite(train_file, suite, data_dir=data_dir, max_eval_instances=max_eval_instances, run_filter=runs,
@@ -270,12 +272,12 @@ def check(
     (3: the check itself could not run)."""
     from rich.table import Table
 
-    from effbench.check import check as run_check
+    from effbench.predict.check import check as run_check
     from effbench.merge import default_cache_dir
     from effbench.paths import safe_name
-    from effbench.runner import RunOptions
+    from effbench.plan import RunOptions
     from effbench.submission import Submission
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     try:
         if order not in ("effbench", "helm") or semantics not in ("item", "helm"):
@@ -360,7 +362,7 @@ def report(
     """Render a run's results.json again, after checking it against its versioned JSON Schema
     (effbench/schemas/results.schema.json); with --html, also as one HTML file with plots
     (throughput, memory, time per run, score against budget, predicted against actual)."""
-    from effbench.live import print_summary
+    from effbench.report.live import print_summary
     from effbench.results import load_results
 
     try:
@@ -375,7 +377,7 @@ def report(
     print_summary(results, out_console)
     if not (html or html_out is not None or prediction is not None or budgets is not None):
         return
-    from effbench.html_report import write_html_report
+    from effbench.report.html import write_html_report
 
     console.print("writing the HTML report (replays the journal at several budgets: a few seconds)", highlight=False)
     try:
@@ -397,7 +399,7 @@ def simulate(
     recorded per-request timings from the run's journal and scoring with HELM's metrics."""
     from rich.table import Table
 
-    from effbench.simulate import simulate as run_simulation
+    from effbench.report.simulate import simulate as run_simulation
 
     try:
         budgets = [_minutes(b) for b in budget.split(",") if b.strip()]
@@ -420,6 +422,19 @@ def simulate(
         _write_json_out(json_out, report)
 
 
+@app.command()
+def kernels(
+    full: Annotated[bool, typer.Option("--full", help="Larger sizes and more repetitions.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Reuse / store the measurement here (default: measure fresh).")] = None,
+) -> None:
+    """Measure this machine (copy bandwidth, matmul FLOP/s per dtype, attention) and print its
+    profile next to the target cards' datasheets, with the conditions of every measured number."""
+    from effbench.predict.hardware import measure_here
+    from effbench.predict.kernels.table import print_profile
+
+    print_profile(measure_here(quick=not full, cache_dir=cache_dir), out_console)
+
+
 @app.command("bench-compare")
 def bench_compare(
     current: Annotated[Path, typer.Argument(help="pytest-benchmark JSON of this run (pytest --benchmark-json=PATH).")],
@@ -430,7 +445,7 @@ def bench_compare(
     exit 1 when any got worse than its threshold allows or went missing (2: bad input)."""
     from rich.table import Table
 
-    from effbench.regress import compare, load_thresholds, tracked_figures
+    from effbench.report.regress import compare, load_thresholds, tracked_figures
 
     try:
         default, per_figure = load_thresholds(thresholds)

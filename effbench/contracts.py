@@ -17,6 +17,11 @@ class EffbenchError(Exception):
     """A user-facing error: its message is one line that names the file and field at fault."""
 
 
+# The id of the request the backend worker sends once, before any timed batch, to warm the model up
+# (one-off kernel and allocator set-up); backends that count batches skip it.
+WARM_UP_ID = "warm-up"
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a request came from: suite, HELM run name, instance id (and perturbation, trial)."""

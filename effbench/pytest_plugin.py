@@ -35,11 +35,11 @@ def effbench_check(request, tmp_path_factory):
     def run(submission: str | Path, *, suite: str = "neurips2023-open", track: str = "here", probe: float = 0.05,
             budget_minutes: float | None = None, data_dir: str | Path | None = None, backend: str | None = None,
             max_eval_instances: int | None = None, in_process: bool = True) -> CheckResult:
-        from effbench.check import check
+        from effbench.predict.check import check
         from effbench.merge import default_cache_dir
-        from effbench.runner import RunOptions
+        from effbench.plan import RunOptions
         from effbench.submission import Submission
-        from effbench.suites import load_suite
+        from effbench.challenge.suites import load_suite
 
         sub = Submission.load(submission)
         sub = sub.with_backend(backend) if backend else sub

@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from effbench.contracts import Backend, EffbenchError, GenerationRequest, GenerationResult
-from effbench.execute_policy import isolate
-from effbench.scheduler import InProcess
-from effbench.worker import BackendRaised
+from effbench.execute.policy import isolate
+from effbench.execute.scheduler import InProcess
+from effbench.execute.worker import BackendRaised
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -329,7 +329,7 @@ class Batcher:
     def _generate(self, reqs: list[GenerationRequest]) -> list[GenerationResult | BackendFailure]:
         """On the worker thread. generate() returns a bad request's error as data; should it raise
         anyway, the batch is split in halves and each re-run, down to the requests that cause it
-        (also right for a batch too big for memory: its halves may fit): effbench.execute_policy,
+        (also right for a batch too big for memory: its halves may fit): effbench.execute.policy,
         the scheduler's policy too."""
         outcomes: list[GenerationResult | BackendFailure] = []
 

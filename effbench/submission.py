@@ -33,7 +33,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # [backend_args] keys that would load code, or files from outside the submission, or reach the
 # network: only effbench (from the submission's own folders) and the command line set these. The
-# vllm backend also admits only the tuning knobs of effbench.backends.vllm.MANIFEST_ENGINE_ARGS.
+# vllm backend also admits only the tuning knobs of effbench.backends.options.MANIFEST_ENGINE_ARGS.
 FORBIDDEN_BACKEND_ARGS = {
     "trust_remote_code": "remote code is allowed only by the command line's --trust-remote-code",
     "model": "the model is the submission's base (or effbench's merge of it)",
@@ -115,7 +115,7 @@ class Manifest(BaseModel):
             if key in FORBIDDEN_BACKEND_ARGS:
                 raise ValueError(f"backend_args.{key}: not allowed in a manifest ({FORBIDDEN_BACKEND_ARGS[key]})")
         if self.backend == "vllm":
-            from effbench.backends.vllm import check_engine_args
+            from effbench.backends.options import check_engine_args
 
             check_engine_args(self.backend_args)
         return self

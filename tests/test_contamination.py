@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from effbench import contamination as C
+from effbench.challenge import contamination as C
 from effbench.cli import app
 from effbench.contracts import EffbenchError
 
@@ -26,8 +26,8 @@ FILLER = ("the of and a to in is was for on that with as by it from at this be o
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory):
     """The default suite's eval instances (HELM synthetic scenarios: no data, no model)."""
-    from effbench.helm_bridge import suite_eval_instances
-    from effbench.suites import load_suite
+    from effbench.challenge.helm_bridge import suite_eval_instances
+    from effbench.challenge.suites import load_suite
 
     return suite_eval_instances(load_suite("default"), tmp_path_factory.mktemp("helm"))
 
@@ -340,9 +340,9 @@ def test_cli_help():
 
 
 def test_mmlu_philosophy_questions_in_training_data(shared_data, tmp_path):
-    from effbench.data import stage
-    from effbench.helm_bridge import suite_eval_instances
-    from effbench.suites import load_suite
+    from effbench.challenge.data import stage
+    from effbench.challenge.helm_bridge import suite_eval_instances
+    from effbench.challenge.suites import load_suite
 
     suite = tmp_path / "mmlu-philosophy.toml"
     suite.write_text('name = "mmlu-philosophy"\nbudget_minutes = 5\nmax_eval_instances = 30\n\n'

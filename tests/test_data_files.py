@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import EffbenchError
-from effbench.data import missing_inputs, stage
+from effbench.challenge.data import missing_inputs, stage
 
 runner = CliRunner()
 MMLU = "helm.benchmark.scenarios.mmlu_scenario.MMLUScenario"

@@ -24,7 +24,7 @@ from effbench.cli import app
 from effbench.contracts import GenerationRequest
 from effbench.results import completion_texts, load_results
 from effbench.submission import Submission
-from effbench.worker import WORKER_NAME, BackendWorker, WorkerCrashed
+from effbench.execute.worker import WORKER_NAME, BackendWorker, WorkerCrashed
 from test_budget import fault_submission
 
 runner = CliRunner()

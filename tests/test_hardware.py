@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from effbench.contracts import EffbenchError
-from effbench.hardware import DATASHEETS, DTYPES, GiB, HardwareProfile, get_profile, measure_here
-from effbench.kernels import microbench
-from effbench.memfit import estimate_params, fit_model, fit_submission, read_model_shape
-from effbench.roofline import CostCoefficients, translate, translate_coefficients
+from effbench.predict.hardware import DATASHEETS, DTYPES, GiB, HardwareProfile, get_profile, measure_here
+from effbench.predict.kernels import microbench
+from effbench.predict.memfit import estimate_params, fit_model, fit_submission, read_model_shape
+from effbench.predict.roofline import CostCoefficients, translate, translate_coefficients
 from effbench.submission import Submission
 
 
@@ -336,12 +336,15 @@ def test_measure_here_caches(monkeypatch, tmp_path: Path):
     assert len(calls) == 3
 
 
-def test_kernels_main_prints_table(monkeypatch, capsys):
-    from effbench.kernels.__main__ import main
+def test_kernels_command_prints_table(monkeypatch):
+    from typer.testing import CliRunner
+
+    from effbench.cli import app
 
     monkeypatch.setattr(microbench, "measure", lambda quick=True: _fake_measurement())
-    main([])
-    out = capsys.readouterr().out
+    res = CliRunner().invoke(app, ["kernels"])
+    assert res.exit_code == 0, res.output
+    out = res.output
     assert "here" in out and "4090" in out and "float16" in out and "bandwidth" in out
 
 

@@ -1,4 +1,4 @@
-"""effbench.helm_plugins: the closed evaluation's scenarios read from small files in each dataset's
+"""effbench.challenge.helm_plugins: the closed evaluation's scenarios read from small files in each dataset's
 published format, built into run specs by HELM's own machinery and adapted by HELM's adapters."""
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from helm.benchmark.run import run_entries_to_run_specs
 from helm.benchmark.run_spec import RunSpec, get_run_spec_function
 from helm.benchmark.scenarios.scenario import TEST_SPLIT, TRAIN_SPLIT, VALID_SPLIT, Instance
 
-import effbench.helm_plugins as plugins
+import effbench.challenge.helm_plugins as plugins
 from effbench.contracts import EffbenchError
-from effbench.helm_bridge import HelmSession, register_model
-from effbench.helm_plugins.ethics import SCENARIOS as ETHICS
-from effbench.helm_plugins.math_offline import OfflineMATHScenario, offline_scenario_spec
+from effbench.challenge.helm_bridge import HelmSession, register_model
+from effbench.challenge.helm_plugins.ethics import SCENARIOS as ETHICS
+from effbench.challenge.helm_plugins.math_offline import OfflineMATHScenario, offline_scenario_spec
 
 MODEL = "effbench/plugin-test"
 
 
 @pytest.fixture(scope="module")
 def model(demo_submission) -> str:
-    register_model(MODEL, demo_submission / "base", 2048)
+    register_model(MODEL, demo_submission / "base", 2048, trust_remote_code=False)
     return MODEL
 
 
@@ -424,7 +424,7 @@ def test_math_run_spec_swaps_scenario_and_plans(tmp_path, model):
     assert (a.max_tokens, a.max_train_instances, a.stop_sequences) == (400, 8, ["###"])
     assert "math_equiv_chain_of_thought" in metric_names(spec)
     swapped = replace(spec, scenario_spec=offline_scenario_spec(spec.scenario_spec))
-    assert swapped.scenario_spec.class_name == "effbench.helm_plugins.math_offline.OfflineMATHScenario"
+    assert swapped.scenario_spec.class_name == "effbench.challenge.helm_plugins.math_offline.OfflineMATHScenario"
     assert swapped.scenario_spec.args == spec.scenario_spec.args
     other = run_specs(f"corr2cause:model={model}")[0].scenario_spec
     assert offline_scenario_spec(other) is other

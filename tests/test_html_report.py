@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from effbench.cli import app
-from effbench.html_report import write_html_report
+from effbench.report.html import write_html_report
 
 runner = CliRunner()
 PLOTS = ("plot-throughput", "plot-memory", "plot-time-per-run", "plot-score-budget", "plot-predicted")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import EffbenchError
-from effbench.journal import JOURNAL_VERSION, read_journal
+from effbench.execute.journal import JOURNAL_VERSION, read_journal
 
 runner = CliRunner()
 
@@ -196,11 +196,12 @@ def test_a_version_1_journal_is_still_resumed(journaled_run, tmp_path):
     """A journal of the previous format (plan digest without top_p and seed, no submission
     fingerprint): resumed with a warning that the submission is not checked; with a digest of
     other requests, refused as before."""
-    from effbench.helm_bridge import HelmSession
-    from effbench.journal import plan_digest
-    from effbench.runner import Progress, RunOptions, load_run_config, plan_suite
+    from effbench.challenge.helm_bridge import HelmSession
+    from effbench.execute.journal import plan_digest
+    from effbench.plan import Progress, RunOptions, plan_suite
+    from effbench.results import load_run_config
     from effbench.submission import Submission
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     out = copy_run(journaled_run, tmp_path / "out")
     config = load_run_config(out)

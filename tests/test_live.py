@@ -8,7 +8,7 @@ import re
 import pytest
 from rich.console import Console
 
-from effbench.live import LiveView, budget_status
+from effbench.report.live import LiveView, budget_status
 
 
 @pytest.mark.parametrize(
@@ -31,9 +31,10 @@ def test_budget_status_projects_at_the_pace_so_far(elapsed, done, total, budget,
 
 
 def test_live_view_shows_a_red_projection_for_a_run_past_its_budget(demo_submission, cache_dir, tmp_path):
-    from effbench.runner import RunOptions, run_suite
+    from effbench.plan import RunOptions
+    from effbench.runner import run_suite
     from effbench.submission import Submission
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     sub = tmp_path / "slow"
     import shutil

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effbench.contracts import GenerationRequest, GenerationResult, Origin, Timings
-from effbench.predict import answered_by, batch_observations, fit, project, stratified_probe
+from effbench.predict.cost_model import answered_by, batch_observations, fit, project, stratified_probe
 
 TRUE = dict(fixed=0.05, prefill=2e-4, step=0.01, row=0.002)  # s/batch, s/prompt token, s/step, s/token
 
@@ -60,7 +60,7 @@ def test_projection_of_the_probed_workload_matches_its_recorded_time():
     lengths = {q.id: 100 + 10 * (q.origin.index % 7) for q in reqs}
     gen = {q.id: 5 + q.origin.index % 10 for q in reqs}  # outputs 5..14 tokens, below max_tokens 20
     probe = stratified_probe(reqs, 0.25)
-    from effbench.scheduler import plan_batches
+    from effbench.execute.scheduler import plan_batches
 
     pbatches, _ = plan_batches(probe, lengths, 8, "effbench")
     results = recorded([[(lengths[q.id], gen[q.id]) for q in b] for b in pbatches])
@@ -93,8 +93,8 @@ def test_outputs_are_bounded_by_max_tokens_and_unprobed_runs_are_pessimistic():
 
 
 def test_prefill_counts_uncached_tokens_and_the_prefix_once_per_cache_miss():
-    from effbench.predict import expected_prefill, prefill_tokens
-    from effbench.scheduler import PrefixGroup
+    from effbench.predict.cost_model import expected_prefill, prefill_tokens
+    from effbench.execute.scheduler import PrefixGroup
 
     # observed: a batch that computed a 90-token prefix (its first row), then one served from the cache
     assert prefill_tokens([100, 110], [0, 90]) == 2 * 20 + 90

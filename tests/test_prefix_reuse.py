@@ -28,10 +28,10 @@ TOL = 1e-4
 def runs(demo_submission, cache_dir, shared_data, tmp_path_factory) -> dict[str, list[GenerationRequest]]:
     """The suite's requests as effbench plans them, by HELM run: 'mmlu', and 'bb0'..'bb3' for
     BIG-bench auto_debugging with 0..3 in-context examples."""
-    from effbench.helm_bridge import HelmSession
-    from effbench.runner import Progress, RunOptions, plan_suite
+    from effbench.challenge.helm_bridge import HelmSession
+    from effbench.plan import Progress, RunOptions, plan_suite
     from effbench.submission import Submission
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     tmp = tmp_path_factory.mktemp("prefix-reuse")
     (tmp / "suite.toml").write_text(SUITE)

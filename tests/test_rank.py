@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import EffbenchError
-from effbench.rank import competition_ranks, geometric_mean, rank_results, win_rates
+from effbench.challenge.rank import competition_ranks, geometric_mean, rank_results, win_rates
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
-from effbench.regress import Threshold, compare
+from effbench.report.regress import Threshold, compare
 
 pytest_plugins = ["pytester"]
 runner = CliRunner()

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import GenerationRequest, Origin
-from effbench.journal import plan_digest
+from effbench.execute.journal import plan_digest
 from effbench.results import completion_texts
 from test_budget import fault_submission
 

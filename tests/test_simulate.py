@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
-from effbench.journal import budget_timeline, read_journal
+from effbench.execute.journal import budget_timeline, read_journal
 from test_budget import fault_submission
 
 runner = CliRunner()

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import EffbenchError
-from effbench.data import stage
-from effbench.suites import load_suite, suite_size
+from effbench.challenge.data import stage
+from effbench.challenge.suites import load_suite, suite_size
 
 runner = CliRunner()
 
@@ -38,16 +38,17 @@ def test_open_suite_runs_offline_and_names_what_it_cannot_run(open_run):
     out, results, output = open_run
     runs = results["runs"]
     not_run = {r["entry"]: r for r in runs if r["status"] == "not_run"}
-    # ../shared/data lacks vitaminc_fact_verification, GSM8K's train split and 5 of BBQ's 11 categories.
+    # ../shared/data lacks vitaminc_fact_verification and 5 of BBQ's 11 categories (it has GSM8K's
+    # train split, where HELM takes the in-context examples from, since 2026-12).
     assert set(not_run) == {
         "big_bench:max_train_instances=big_bench_few_shot_setting,task=vitaminc_fact_verification,subtask=",
-        "gsm", "bbq:subject=all",
+        "bbq:subject=all",
     }
     for r in not_run.values():
         assert r["score"] == 0.0 and "expected" in r["reason"] and "get it from" in r["reason"]
         assert r["reason"] in output.replace("\n", "") or r["reason"][:60] in output
     finished = [r for r in runs if r["status"] == "finished"]
-    assert len(finished) == 28 * 4 + 57 + 1  # BIG-bench entries x 4 shot settings, MMLU, TruthfulQA
+    assert len(finished) == 28 * 4 + 57 + 1 + 1  # BIG-bench entries x 4 shot settings, MMLU, TruthfulQA, GSM8K
     for r in finished:
         stats = json.loads((out / r["helm_run_dir"] / "stats.json").read_text())
         assert stats and r["requests"] > 0 and r["errors"] == 0, r["name"]
@@ -76,8 +77,11 @@ def test_rank_and_helm_summarize_read_the_output(open_run, tmp_path):
 
 def test_missing_data_stop_policy_stops_before_the_model_loads(demo_submission, shared_data, tmp_path):
     cache = tmp_path / "cache"
+    data = tmp_path / "data"  # GSM8K without its train split (HELM's in-context examples)
+    (data / "gsm8k").mkdir(parents=True)
+    (data / "gsm8k" / "test.jsonl").symlink_to(shared_data / "gsm8k" / "test.jsonl")
     res = runner.invoke(app, ["run", str(demo_submission), "--suite", "neurips2023-sample", "--runs", "gsm*",
-                              "--data-dir", str(shared_data), "--missing-data", "stop", "--out", str(tmp_path / "o"),
+                              "--data-dir", str(data), "--missing-data", "stop", "--out", str(tmp_path / "o"),
                               "--cache-dir", str(cache)])
     assert res.exit_code == 2
     line = [ln for ln in res.output.splitlines() if "error:" in ln]

@@ -101,16 +101,16 @@ def test_the_flag_is_passed_to_every_loader_behind_the_gate(demo_submission, cac
     from dataclasses import replace
 
     from effbench.backends.hf import HFBackend
-    from effbench.helm_bridge import register_model
+    from effbench.challenge.helm_bridge import register_model
     from effbench.contracts import GenerationRequest
-    from effbench.runner import _prompt_tokens  # effbench's own prompt tokenizer (batching, prefix groups)
+    from effbench.plan import prompt_tokens  # effbench's own prompt tokenizer (batching, prefix groups)
 
     sub, marker = hostile(demo_submission, tmp_path, "tokenizer_config")
     cfg_sub, marker_cfg = hostile(demo_submission, tmp_path, "config")
     clean = Submission.load(demo_submission)
     for d in (sub, cfg_sub):
         _refuses_or_ignores(lambda: register_model(f"effbench/{d.name}", d / "base", 2048, trust_remote_code=False))
-        _refuses_or_ignores(lambda: _prompt_tokens(replace(clean, tokenizer_dir=d / "base"), [GenerationRequest(id="x", prompt="hello")]))
+        _refuses_or_ignores(lambda: prompt_tokens(replace(clean, tokenizer_dir=d / "base"), [GenerationRequest(id="x", prompt="hello")]))
         be = HFBackend(replace(clean, base_dir=d / "base", tokenizer_dir=d / "base", adapter_dir=None), cache_dir=cache_dir)
         _refuses_or_ignores(be.start)
     assert not marker.exists() and not marker_cfg.exists()
@@ -122,7 +122,7 @@ def test_helm_tokenizer_spec_carries_the_flag(demo_submission, tmp_path):
     from helm.benchmark.tokenizer_config_registry import get_tokenizer_config
     from helm.tokenizers.huggingface_tokenizer import HuggingFaceTokenizer
 
-    from effbench.helm_bridge import register_model
+    from effbench.challenge.helm_bridge import register_model
 
     register_model("effbench/clean-tokenizer", demo_submission / "base", 2048, trust_remote_code=False)
     args = dict(get_tokenizer_config("effbench/clean-tokenizer").tokenizer_spec.args)
@@ -192,7 +192,7 @@ try:
     if sys.argv[2] == "unset":  # the control: what a loader without the flag does on a terminal
         AutoTokenizer.from_pretrained(folder, local_files_only=True)
     else:
-        from effbench.helm_bridge import register_model
+        from effbench.challenge.helm_bridge import register_model
         from helm.benchmark.tokenizer_config_registry import TokenizerConfig, TokenizerSpec, register_tokenizer_config
         try:
             register_model("effbench/pty", Path(folder), 2048, trust_remote_code=False)
@@ -317,14 +317,14 @@ def test_a_suite_name_cannot_leave_the_output_folder(tmp_path):
     suite.write_text('name = "../../escaped"\nbudget_minutes = 1\n[[runs]]\nentry = "synthetic_reasoning:mode=variable_substitution"\n')
     res = runner.invoke(app, ["suites"])  # the built-in list is unaffected
     assert res.exit_code == 0
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     with pytest.raises(EffbenchError, match=r"evil.toml: field 'name'"):
         load_suite(str(suite))
 
 
 def test_helm_run_folders_stay_under_out(tmp_path):
-    from effbench.helm_bridge import HelmSession
+    from effbench.challenge.helm_bridge import HelmSession
 
     session = HelmSession(tmp_path / "out" / "helm", "../../escaped")
     assert session.runs_dir.resolve().is_relative_to((tmp_path / "out").resolve())

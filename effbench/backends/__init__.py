@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from effbench.contracts import Backend, EffbenchError
-from effbench.submission import Submission
+
+if TYPE_CHECKING:  # submission.py reads the registry: no import back at run time
+    from effbench.submission import Submission
 
 # name -> "module:Class"; the manifest's `backend` field is checked against these keys.
 BACKENDS: dict[str, str] = {

@@ -62,3 +62,13 @@ def request_problem(req: GenerationRequest, prompt_len: int, max_sequence_length
     if req.num_completions < 1 or req.max_tokens < 0:
         return f"invalid request: num_completions={req.num_completions}, max_tokens={req.max_tokens}"
     return None
+
+
+def allocator_stats() -> dict:
+    """The torch allocator's peaks in this process (the backend worker): only it can see them."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"source": "cpu"}
+    return {"source": "torch.cuda", "max_allocated_bytes": int(torch.cuda.max_memory_allocated()),
+            "max_reserved_bytes": int(torch.cuda.max_memory_reserved())}

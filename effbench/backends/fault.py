@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Sequence
 
 from effbench.backends.hf import HFBackend
-from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
+from effbench.backends.common import allocator_stats
+from effbench.contracts import WARM_UP_ID, EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
-from effbench.worker import WARM_UP_ID, _allocator_stats
 
 
 class FaultBackend(HFBackend):
@@ -151,4 +151,4 @@ class FaultBackend(HFBackend):
 
     def allocator_stats(self) -> dict:
         time.sleep(self.slow_stats_s)
-        return _allocator_stats()
+        return allocator_stats()

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from effbench.contracts import GenerationRequest, GenerationResult
-from effbench.scheduler import PrefixGroup, plan_batches
+from effbench.execute.scheduler import PrefixGroup, plan_batches
 
 FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
 

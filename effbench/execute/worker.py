@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from effbench.contracts import BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
+from effbench.backends.common import allocator_stats
+from effbench.contracts import WARM_UP_ID, BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
 
 
-WARM_UP_ID = "warm-up"
 WORKER_NAME = "effbench-worker"  # the worker's process name in ps, top and psutil (Linux keeps 15 characters)
 POLL_S = 0.1  # how often a wait for the worker looks at the stop request
 STATS_TIMEOUT_S = 10.0  # the allocator stats are a nicety: a slow reply must not hold the run
@@ -131,7 +131,7 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pi
     except Exception as e:  # reported to the parent, which raises it there: nothing is swallowed
         conn.send(("error", f"{type(e).__name__}: {e}" if not isinstance(e, EffbenchError) else str(e), isinstance(e, EffbenchError)))
         return
-    stats = getattr(backend, "allocator_stats", _allocator_stats)  # a backend may know better (the fault backend)
+    stats = getattr(backend, "allocator_stats", allocator_stats)  # a backend may know better (the fault backend)
     while True:
         msg = conn.recv()
         if msg[0] == "stats":  # the allocator's view, which only this process has
@@ -157,15 +157,6 @@ def _iomp_preload(submission: Submission) -> str | None:
     if submission.manifest.backend != "vllm" or os.environ.get("LD_PRELOAD") or not lib.is_file():
         return None
     return str(lib)
-
-
-def _allocator_stats() -> dict:
-    import torch
-
-    if not torch.cuda.is_available():
-        return {"source": "cpu"}
-    return {"source": "torch.cuda", "max_allocated_bytes": int(torch.cuda.max_memory_allocated()),
-            "max_reserved_bytes": int(torch.cuda.max_memory_reserved())}
 
 
 _running: "weakref.WeakSet[BackendWorker]" = weakref.WeakSet()

@@ -8,7 +8,7 @@ where each plot was drawn on its <figure> (data-rendered="WxH", data-box, data-p
 tests read back from a headless browser.
 
 Sections: header and summary table (results.json), tokens/s and memory over time (journal.jsonl,
-results.json `timeline`), time per run, score against budget (effbench.simulate replays the
+results.json `timeline`), time per run, score against budget (effbench.report.simulate replays the
 journal), and, given an `effbench check` output, predicted against actual.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import re
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from matplotlib.figure import Figure
 
 from effbench.atomic import write_text_atomic
 from effbench.contracts import EffbenchError, GenerationResult
-from effbench.journal import JOURNAL_NAME, budget_timeline, read_journal
-from effbench.results import load_results
+from effbench.execute.journal import JOURNAL_NAME, budget_timeline, read_journal
+from effbench.results import load_check, load_results
 
 BUDGET_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5)  # of the recorded execute time: the default score curve
 MIB = 2**20
@@ -69,7 +68,7 @@ def write_html_report(out: Path, dest: Path | None = None, *, prediction: Path |
     if budgets is not None and any(b <= 0 for b in budgets):
         raise EffbenchError(f"budgets {budgets}: give positive minutes")
     folder = out if out.is_dir() else out.parent
-    check = _load_check(prediction) if prediction is not None else None
+    check = load_check(prediction) if prediction is not None else None
     journal = _load_journal(folder)
     sections = [
         _header(results),
@@ -93,21 +92,6 @@ def write_html_report(out: Path, dest: Path | None = None, *, prediction: Path |
 
 
 # --- inputs -------------------------------------------------------------------------------------
-
-
-def _load_check(path: Path) -> dict:
-    """check.json as `effbench check` writes it; a folder means the check.json inside it."""
-    file = path / "check.json" if path.is_dir() else path
-    if not file.is_file():
-        raise EffbenchError(f"{file}: no check.json here (--prediction takes an `effbench check` folder or its check.json)")
-    try:
-        check = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise EffbenchError(f"{file}:{e.lineno}: not valid JSON ({e.msg})") from None
-    missing = [k for k in ("projected_minutes", "runs", "track", "budget_minutes") if k not in check]
-    if missing:
-        raise EffbenchError(f"{file}: not an `effbench check` output (no '{missing[0]}')")
-    return check
 
 
 def _load_journal(folder: Path) -> tuple[list[GenerationResult], list[dict]] | None:
@@ -197,7 +181,7 @@ def _header(results: dict) -> str:
 
 
 def _summary_table(results: dict) -> str:
-    """The same table as the terminal's summary (effbench.live.print_summary)."""
+    """The same table as the terminal's summary (effbench.report.live.print_summary)."""
     cols = ("run", "status", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB")
     head = "".join(f"<th>{c}</th>" for c in cols)
     sub = results["submission"]["name"]
@@ -359,10 +343,10 @@ def _default_budgets(results: dict) -> list[float]:
 
 
 def _score_against_budget(folder: Path, results: dict, budgets: list[float] | None) -> str:
-    """Replays the journal at other budgets (effbench.simulate): how much score a shorter or
+    """Replays the journal at other budgets (effbench.report.simulate): how much score a shorter or
     longer budget would have cost or bought. A replay that cannot run is one line here, not a
     failed report."""
-    from effbench.simulate import simulate
+    from effbench.report.simulate import simulate
 
     head = '<section id="score-budget"><h2>Score against budget</h2>'
     budgets = sorted(budgets) if budgets else _default_budgets(results)

@@ -29,7 +29,7 @@ from helm.benchmark.scenarios.scenario import (
     ScenarioSpec,
 )
 
-from effbench.helm_plugins._common import data_path, read_json_array, require_file, row_error
+from effbench.challenge.helm_plugins._common import data_path, read_json_array, require_file, row_error
 
 PUBLISHED = "SAMSum corpus, arXiv:1911.12237 ancillary corpus.7z: train.json, val.json, test.json"
 FILES = {"train.json": TRAIN_SPLIT, "val.json": VALID_SPLIT, "test.json": TEST_SPLIT}

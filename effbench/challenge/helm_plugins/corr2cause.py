@@ -24,7 +24,7 @@ from helm.benchmark.scenarios.scenario import (
     ScenarioSpec,
 )
 
-from effbench.helm_plugins._common import binary_label, data_path, read_csv, require_file, row_error, yes_no_references
+from effbench.challenge.helm_plugins._common import binary_label, data_path, read_csv, require_file, row_error, yes_no_references
 
 PUBLISHED = "github.com/causalNLP/corr2cause, huggingface.co/datasets/causalnlp/corr2cause: train.csv, dev.csv, test.csv"
 FILES = {"train.csv": TRAIN_SPLIT, "dev.csv": VALID_SPLIT, "test.csv": TEST_SPLIT}

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from effbench.contracts import EffbenchError
-from effbench.hardware import GiB, HardwareProfile
+from effbench.predict.hardware import GiB, HardwareProfile
 from effbench.submission import Submission, safetensors_header
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

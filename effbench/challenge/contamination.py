@@ -5,7 +5,7 @@ need to check a submission's training data against the items it is evaluated on.
 does it with word n-gram overlap, as GPT-3 (13-grams) and PaLM / Llama 2 (overlap fractions) did.
 
 Eval side (small: ~2000 items). The eval instances of each run of the suite, exactly those
-`effbench run` evaluates with the same options (effbench.helm_bridge.suite_eval_instances: HELM
+`effbench run` evaluates with the same options (effbench.challenge.helm_bridge.suite_eval_instances: HELM
 steps 1-2, no model; HELM works in a temporary folder where --data-dir's datasets are linked).
 With --data-dir, a run whose data files are missing is listed as not checked, with the files.
 An item found in several runs (BIG-bench's 0-3 shot runs) is indexed once, reported per run.
@@ -574,20 +574,20 @@ def check_suite(train_file: Path, suite: str, data_dir: Path | None = None, max_
     """`effbench contamination`: the suite's eval items (no model) against `train_file`. Options
     and the training file are checked before HELM builds anything. HELM works in a temporary
     folder (local datasets from `data_dir` are linked there, as `effbench run` does)."""
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     check_options(n, threshold)
     training_format(train_file, field_name)
     suite_obj = load_suite(suite)
     if data_dir is not None and not data_dir.is_dir():
         raise EffbenchError(f"--data-dir: {data_dir} is not a folder")
-    from effbench.helm_bridge import suite_eval_instances
+    from effbench.challenge.helm_bridge import suite_eval_instances
 
     with tempfile.TemporaryDirectory(prefix="effbench-contamination-") as tmp:
         helm_dir = Path(tmp) / "helm"
         helm_dir.mkdir()
         if data_dir is not None:
-            from effbench.data import stage
+            from effbench.challenge.data import stage
 
             stage(data_dir, helm_dir)
         runs = suite_eval_instances(suite_obj, helm_dir, max_eval_instances, run_filter, offline=data_dir is not None)

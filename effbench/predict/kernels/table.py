@@ -1,15 +1,12 @@
-"""`python -m effbench.kernels [--full] [--cache-dir DIR]`: measure this machine, print its profile
-next to the datasheet targets, with the conditions of every measured number."""
+"""What `effbench kernels` prints: this machine's measured profile next to the datasheet targets,
+with the conditions of every measured number."""
 
 from __future__ import annotations
-
-import argparse
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from effbench.hardware import DATASHEETS, DTYPES, GiB, HardwareProfile, measure_here
+from effbench.predict.hardware import DATASHEETS, DTYPES, GiB, HardwareProfile, measure_here
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -30,18 +27,8 @@ def profile_table(here: HardwareProfile, targets: list[HardwareProfile]) -> Tabl
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m effbench.kernels", description=__doc__)
-    ap.add_argument("--full", action="store_true", help="larger sizes and more repetitions")
-    ap.add_argument("--cache-dir", type=Path, default=None, help="reuse / store the measurement here (default: measure fresh)")
-    args = ap.parse_args(argv)
-    here = measure_here(quick=not args.full, cache_dir=args.cache_dir)
-    console = Console()
+def print_profile(here: HardwareProfile, console: Console) -> None:
     console.print(profile_table(here, list(DATASHEETS.values())))
     console.print(f"memory: total {'RAM (psutil)' if here.kind == 'cpu' else 'GPU memory (torch.cuda.mem_get_info)'}")
     for key, text in here.conditions.items():  # the conditions of each measured number
         console.print(f"{key}: {text}", soft_wrap=True)
-
-
-if __name__ == "__main__":
-    main()

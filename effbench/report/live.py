@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from effbench.profiler import Telemetry
-from effbench.runner import Progress
-from effbench.suites import Suite
+from effbench.predict.profiler import Telemetry
+from effbench.plan import Progress
+from effbench.challenge.suites import Suite
 
 AMBER_FROM = 0.9  # projected finish past this fraction of the budget: amber; past the budget: red
 RATE_WINDOW_S = 10.0  # tokens/s over the last seconds, not since the start: it shows what runs now

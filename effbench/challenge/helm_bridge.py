@@ -43,10 +43,10 @@ from helm.common.request import GeneratedOutput, Request, RequestResult, Token
 from helm.common.tokenization_request import TokenizationRequest
 from helm.benchmark.window_services.tokenizer_service import TokenizerService
 
-import effbench.helm_plugins  # noqa: F401  registers the closed suite's scenarios with HELM
+import effbench.challenge.helm_plugins  # noqa: F401  registers the closed suite's scenarios with HELM
 from effbench.atomic import write_text_atomic
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Origin
-from effbench.helm_plugins import offline_scenario_spec
+from effbench.challenge.helm_plugins import offline_scenario_spec
 from effbench.paths import safe_name
 
 _registered: set[str] = set()
@@ -376,16 +376,16 @@ class EvalRun:
 def suite_eval_instances(
     suite, helm_dir: Path, max_eval_instances: int | None = None, run_filter: str | None = None, offline: bool = False
 ) -> list[EvalRun]:
-    """HELM's steps 1-2 only for every run of `suite` (an effbench.suites.Suite): create the
+    """HELM's steps 1-2 only for every run of `suite` (an effbench.challenge.suites.Suite): create the
     scenario, get its instances, give them ids, downsample the eval splits, keep the eval splits.
     The instances, ids and sample are those `effbench run` evaluates with the same options (the
     same `HelmSession.run_specs`; HELM's downsampling is seeded). No model or tokenizer is loaded:
     a placeholder model is registered (metadata and a deployment, once per process) so that HELM
-    can build the RunSpecs. Datasets must already be under `helm_dir` (effbench.data.stage) or
+    can build the RunSpecs. Datasets must already be under `helm_dir` (effbench.challenge.data.stage) or
     be downloadable by HELM. `run_filter`: a glob on run names or entries, as `effbench run --runs`.
     `offline` (local data staged, as `effbench run --data-dir`): scenarios read as in `adapt_offline`;
     a run whose data files are missing comes back with no instances and `missing` saying which
-    (effbench.data.missing_inputs); if no run has its data, that is an error."""
+    (effbench.challenge.data.missing_inputs); if no run has its data, that is an error."""
     import contextlib
     import fnmatch
     import io
@@ -404,7 +404,7 @@ def suite_eval_instances(
     out: list[EvalRun] = []
     entries = suite.entries()
     if offline:
-        from effbench.data import missing_inputs
+        from effbench.challenge.data import missing_inputs
 
         entries = []
         for entry, n in suite.entries():  # run specs that read their data when built (BIG-bench)
@@ -423,7 +423,7 @@ def suite_eval_instances(
             continue
         splits = spec.adapter_spec.eval_splits or EVAL_SPLITS
         if offline:
-            from effbench.data import missing_inputs
+            from effbench.challenge.data import missing_inputs
 
             spec, _ = adapt_offline(spec, helm_dir)
             miss = missing_inputs(spec.scenario_spec.class_name, spec.scenario_spec.args, helm_dir)
@@ -459,18 +459,24 @@ def write_http_prod_env(env_dir: Path, url: str, max_sequence_length: int = 2047
     """A prod_env folder (helm-run --local-path) that points HELM's own HTTPModelClient and
     HTTPModelTokenizer at a server speaking the challenge's API, the way participants ran the
     unmodified helm-run against their containers. Returns the model name for run entries."""
+    import datetime
+
+    import yaml  # PyYAML: a HELM dependency
+
     env_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(env_dir / "model_deployments.yaml",
-        f"model_deployments:\n  - name: {SERVED_MODEL}\n    model_name: {SERVED_MODEL}\n    tokenizer_name: {SERVED_MODEL}\n"
-        f"    max_sequence_length: {max_sequence_length}\n    client_spec:\n"
-        "      class_name: \"helm.clients.http_model_client.HTTPModelClient\"\n"
-        f"      args:\n        base_url: \"{url}\"\n")
-    write_text_atomic(env_dir / "tokenizer_configs.yaml",
-        f"tokenizer_configs:\n  - name: {SERVED_MODEL}\n    tokenizer_spec:\n"
-        "      class_name: \"helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer\"\n"
-        f"      args:\n        base_url: \"{url}\"\n    end_of_text_token: \"</s>\"\n    prefix_token: \"<s>\"\n")
-    write_text_atomic(env_dir / "model_metadata.yaml",
-        f"models:\n  - name: {SERVED_MODEL}\n    display_name: effbench served\n    description: effbench serve\n"
-        "    creator_organization_name: effbench\n    access: open\n    release_date: 2026-11-24\n"
-        "    tags: [TEXT_MODEL_TAG, FULL_FUNCTIONALITY_TEXT_MODEL_TAG]\n")
+    client = {"class_name": "helm.clients.http_model_client.HTTPModelClient", "args": {"base_url": url}}
+    tokenizer = {"class_name": "helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer", "args": {"base_url": url}}
+    files = {
+        "model_deployments.yaml": {"model_deployments": [{
+            "name": SERVED_MODEL, "model_name": SERVED_MODEL, "tokenizer_name": SERVED_MODEL,
+            "max_sequence_length": max_sequence_length, "client_spec": client}]},
+        "tokenizer_configs.yaml": {"tokenizer_configs": [{
+            "name": SERVED_MODEL, "tokenizer_spec": tokenizer, "end_of_text_token": "</s>", "prefix_token": "<s>"}]},
+        "model_metadata.yaml": {"models": [{
+            "name": SERVED_MODEL, "display_name": "effbench served", "description": "effbench serve",
+            "creator_organization_name": "effbench", "access": "open", "release_date": datetime.date.today(),
+            "tags": ["TEXT_MODEL_TAG", "FULL_FUNCTIONALITY_TEXT_MODEL_TAG"]}]},
+    }
+    for name, content in files.items():
+        write_text_atomic(env_dir / name, yaml.safe_dump(content, sort_keys=False))
     return SERVED_MODEL

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from effbench.contracts import GenerationRequest, GenerationResult
-from effbench.worker import BackendRaised
+from effbench.execute.worker import BackendRaised
 
 Generate = Callable[[list[GenerationRequest]], Sequence[GenerationResult]]
 Settle = Callable[[list[GenerationRequest], list["GenerationResult | BackendRaised"]], None]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from effbench.contracts import EffbenchError
 from effbench.submission import validation_line
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 class SuiteRun(BaseModel):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from effbench.contracts import EffbenchError
-from effbench.hardware import DTYPES, HardwareProfile
+from effbench.predict.hardware import DTYPES, HardwareProfile
 
 
 def _check_dtype(dtype: str) -> None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from effbench.contracts import EffbenchError, GenerationResult
-from effbench.journal import JOURNAL_NAME, budget_timeline, read_journal
-from effbench.scheduler import plan_batches
+from effbench.execute.journal import JOURNAL_NAME, budget_timeline, read_journal
+from effbench.execute.scheduler import plan_batches
 
 
 @dataclass
@@ -62,11 +62,13 @@ def replay_finish_times(results: dict[str, GenerationResult], events: list[dict]
 
 
 def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, semantics: str | None = None) -> dict:
-    from effbench.helm_bridge import HelmSession, ensure_nltk_punkt_tab
+    from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
     from effbench.merge import default_cache_dir
-    from effbench.runner import Progress, RunOptions, _score_runs, load_run_config, plan_suite
+    from effbench.plan import Progress, RunOptions, plan_suite
+    from effbench.results import load_run_config
+    from effbench.score import score_runs
     from effbench.submission import Submission
-    from effbench.suites import load_suite
+    from effbench.challenge.suites import load_suite
 
     config = load_run_config(out)
     opts = RunOptions.from_json(config["options"])
@@ -90,7 +92,7 @@ def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, 
         points = []
         for minutes in budgets_minutes:
             got = {i: r for i, r in results.items() if finish.get(i, float("inf")) <= minutes * 60}
-            runs = _score_runs(plan, suite, session, got, replace(opts, out=Path(tmp), semantics=semantics), None)
+            runs = score_runs(plan, suite, session, got, replace(opts, out=Path(tmp), semantics=semantics), None)
             entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
             runs += [{"scenario": suite.group_of(entry_of[name]), "score": 0.0, "status": "not_run"} for name in plan.not_run]
             by_scenario: dict[str, list[float]] = {}

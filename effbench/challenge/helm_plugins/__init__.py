@@ -9,10 +9,10 @@ Importing this package registers the run spec functions `sam_sum`, `corr2cause`,
 `math` run spec, with `offline_scenario_spec` swapping in the local reader.
 """
 
-from effbench.helm_plugins.corr2cause import Corr2CauseScenario, get_corr2cause_spec
-from effbench.helm_plugins.ethics import SCENARIOS as ETHICS_SCENARIOS
-from effbench.helm_plugins.math_offline import OfflineMATHScenario, offline_scenario_spec
-from effbench.helm_plugins.sam_sum import SamSumScenario, get_sam_sum_spec
+from effbench.challenge.helm_plugins.corr2cause import Corr2CauseScenario, get_corr2cause_spec
+from effbench.challenge.helm_plugins.ethics import SCENARIOS as ETHICS_SCENARIOS
+from effbench.challenge.helm_plugins.math_offline import OfflineMATHScenario, offline_scenario_spec
+from effbench.challenge.helm_plugins.sam_sum import SamSumScenario, get_sam_sum_spec
 
 RUN_SPEC_NAMES = ("sam_sum", "corr2cause", *ETHICS_SCENARIOS)
 

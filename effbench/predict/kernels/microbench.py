@@ -243,7 +243,7 @@ def attention_flops(
 
 @dataclass(frozen=True)
 class Measurement:
-    """All microbenchmarks of one machine: what `effbench.hardware.measure_here` turns into a profile."""
+    """All microbenchmarks of one machine: what `effbench.predict.hardware.measure_here` turns into a profile."""
 
     device: str
     kind: str  # "cpu" | "gpu"

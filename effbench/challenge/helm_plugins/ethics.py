@@ -38,7 +38,7 @@ from helm.benchmark.scenarios.scenario import (
 )
 
 from effbench.contracts import EffbenchError
-from effbench.helm_plugins._common import (
+from effbench.challenge.helm_plugins._common import (
     binary_label,
     choice_references,
     data_path,

@@ -21,7 +21,7 @@ Whatever the worker does, execute() returns a report and never raises mid-run: e
 data. A worker that dies (mid-batch or between batches) costs its batch (failed results with the
 reason) and is restarted, max_restarts times at most; a restart that fails is recorded and counts
 as one; with none left, the rest is not started. A batch the backend raised on is split in halves
-(effbench.execute_policy) so that only the request that causes it fails; after
+(effbench.execute.policy) so that only the request that causes it fails; after
 restart_after_failures batches in a row on which every request raised (a broken CUDA context
 fails them all), the worker is restarted. A stop request (StopSignals: SIGINT, SIGTERM) ends it
 like the deadline: the batch in flight cancelled, the rest not started, what was answered kept.
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
 
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Timings
-from effbench.execute_policy import isolate
-from effbench.journal import Journal
-from effbench.worker import BackendRaised, Interrupted, WorkerCrashed, WorkerTimeout
+from effbench.execute.policy import isolate
+from effbench.execute.journal import Journal
+from effbench.execute.worker import BackendRaised, Interrupted, WorkerCrashed, WorkerTimeout
 
 BatchCallback = Callable[[list[GenerationRequest], list[GenerationResult]], None]
 ORDERS = ("effbench", "helm")

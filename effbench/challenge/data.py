@@ -184,7 +184,7 @@ ETHICS_SUBSETS = ("justice", "commonsense", "virtue", "deontology", "utilitarian
 
 
 def _stage_samsum(src: Path, helm: Path) -> None:
-    _link(src, helm / "scenarios/sam_sum/data")  # {train,val,test}.json, read by effbench.helm_plugins
+    _link(src, helm / "scenarios/sam_sum/data")  # {train,val,test}.json, read by effbench.challenge.helm_plugins
 
 
 def _stage_corr2cause(src: Path, helm: Path) -> None:
@@ -262,7 +262,7 @@ def _required(class_name: str, args: dict) -> tuple[str, list[str]] | None:
     if cls == "Corr2CauseScenario":
         return "corr2cause", [f"scenarios/corr2cause/data/{split}.csv" for split in ("train", "dev", "test")]
     if cls.startswith("Ethics") and cls.endswith("Scenario"):
-        from effbench.helm_plugins import ethics
+        from effbench.challenge.helm_plugins import ethics
 
         sc = getattr(ethics, cls)
         base = f"scenarios/{sc.name}/data/{sc.subset}/{sc.prefix}"

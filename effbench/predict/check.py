@@ -1,8 +1,8 @@
 """`effbench check`: will this submission finish the suite in its budget on the target card?
 
 Plan the whole suite (no model), run a stratified probe through the scheduler's real batching,
-fit the cost model (effbench.predict), translate it to the target card by the roofline
-(effbench.roofline: prefill by FLOP/s, decode by bandwidth), lay out the full suite and read the
+fit the cost model (effbench.predict.cost_model), translate it to the target card by the roofline
+(effbench.predict.roofline: prefill by FLOP/s, decode by bandwidth), lay out the full suite and read the
 verdict off the 90% interval: PASS when even its upper end is within the budget, AT RISK when
 only the median is, FAIL otherwise. The probe's answers, scored by HELM, give each run's
 expected score, and so the score a budget overrun would cost.
@@ -18,11 +18,13 @@ import numpy as np
 
 from effbench.atomic import write_json_atomic
 from effbench.contracts import EffbenchError
-from effbench.predict import FEATURES, answered_by, project, stratified_probe
-from effbench.runner import Progress, RunOptions, _main_metric, _prompt_shapes, _start, plan_suite
-from effbench.scheduler import InProcess, Scheduler
+from effbench.predict.cost_model import FEATURES, answered_by, project, stratified_probe
+from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
+from effbench.runner import start_executor
+from effbench.score import main_metric, metric_columns
+from effbench.execute.scheduler import InProcess, Scheduler
 from effbench.submission import Submission
-from effbench.suites import Suite
+from effbench.challenge.suites import Suite
 
 VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
 
@@ -30,7 +32,7 @@ VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
 def _probe_scores(plan, probe_ids: set[str], results, session, suite: Suite) -> dict[str, float | None]:
     """Each run's main metric on its probed items, scored by HELM's metrics (an estimate of the
     run's score from a small sample; None where HELM gives no main metric)."""
-    from effbench.helm_bridge import RunPlan, fill
+    from effbench.challenge.helm_bridge import RunPlan, fill
 
     scores: dict[str, float | None] = {}
     for p in plan.plans:
@@ -43,11 +45,10 @@ def _probe_scores(plan, probe_ids: set[str], results, session, suite: Suite) -> 
         stats, _ = session.score_run(sub, [fill(st, results[f"{p.name}#{i}"]) for i, st in picked])
         cols = suite.scenarios.get(suite.group_of(p.entry))
         if cols is not None:
-            from effbench.runner import _metric_columns
 
-            scores[p.name] = _metric_columns(stats, cols.metrics[:1])[cols.metrics[0]]
+            scores[p.name] = metric_columns(stats, cols.metrics[:1])[cols.metrics[0]]
         else:
-            scores[p.name] = _main_metric(stats)[1]
+            scores[p.name] = main_metric(stats)[1]
     return scores
 
 
@@ -77,12 +78,12 @@ def _prefix_cache_entries(submission: Submission) -> int:
 def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str, probe_fraction: float,
           budget_minutes: float | None, hardware_cache: Path | None, progress: Progress | None = None) -> dict:
     from effbench.backends import make_backend
-    from effbench.hardware import get_profile, measure_here
-    from effbench.helm_bridge import HelmSession, ensure_nltk_punkt_tab
-    from effbench.memfit import fit_submission
+    from effbench.predict.hardware import get_profile, measure_here
+    from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
+    from effbench.predict.memfit import fit_submission
     from effbench.merge import default_cache_dir
-    from effbench.roofline import CostCoefficients, translate_coefficients
-    from effbench.worker import BackendWorker
+    from effbench.predict.roofline import CostCoefficients, translate_coefficients
+    from effbench.execute.worker import BackendWorker
 
     if not 0 < probe_fraction <= 0.5:
         raise EffbenchError(f"--probe: {probe_fraction} must be a fraction of the requests in (0, 0.5]")
@@ -97,13 +98,13 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     requests = plan.requests(suite.name)
     if not requests:
         raise EffbenchError(f"suite {suite.name}: no request to check (every run is filtered out or not run)")
-    lengths, prefixes = _prompt_shapes(submission, requests)
+    lengths, prefixes = prompt_shapes(submission, requests)
     probe = stratified_probe(requests, probe_fraction)
     progress.on_plan({"probe": len(probe)})
 
     progress.on_phase("load")
     executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if opts.in_process else BackendWorker(submission, opts.cache_dir)
-    info = _start(executor)
+    info = start_executor(executor)
     try:
         progress.on_phase("probe")
         t0 = time.time()

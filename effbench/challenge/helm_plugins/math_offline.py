@@ -27,7 +27,7 @@ from helm.benchmark.scenarios.math_scenario import MATHScenario, get_answer
 from helm.benchmark.scenarios.scenario import CORRECT_TAG, TEST_SPLIT, TRAIN_SPLIT, Input, Instance, Output, Reference, ScenarioSpec
 
 from effbench.contracts import EffbenchError
-from effbench.helm_plugins._common import data_path, row_error
+from effbench.challenge.helm_plugins._common import data_path, row_error
 
 PUBLISHED = "MATH, github.com/hendrycks/math (MATH.tar: MATH/{train,test}/<subject>/<n>.json)"
 HELM_MATH_CLASS = "helm.benchmark.scenarios.math_scenario.MATHScenario"

@@ -1,7 +1,7 @@
 """Hardware profiles: memory size, memory bandwidth and dense matmul FLOP/s per dtype.
 
 Targets (the challenge's RTX 4090 and A100-40GB tracks, plus H100 and H200) come from vendor
-datasheets; "here" is the machine in hand, measured by `effbench.kernels.microbench` and cached.
+datasheets; "here" is the machine in hand, measured by `effbench.predict.kernels.microbench` and cached.
 Peaks live in this table keyed by device name, never as a bare constant (STYLE.md, 4).
 
 FLOP/s are dense (no 2:4 sparsity). bfloat16/float16 are tensor-core figures with FP32
@@ -9,7 +9,7 @@ accumulate (what cuBLAS does for torch's half-precision matmuls). float32 is the
 FP32 figure on Ampere, Ada and Hopper: torch's default float32 matmul precision ("highest") does
 not use TF32. Memory is the datasheet capacity read in binary units (24 GB = 24 GiB: GPU memory is
 sized in powers of two); the driver shows a little less (nvidia-smi: 24564 MiB on a 4090) and
-`effbench.memfit` subtracts a CUDA context on top.
+`effbench.predict.memfit` subtracts a CUDA context on top.
 
 Sources:
 - RTX 4090: NVIDIA Ada GPU Architecture whitepaper (v2.1), appendix table "GeForce RTX 4090":
@@ -165,7 +165,7 @@ def _write_cache(path: Path, ident: dict[str, str], profile: HardwareProfile) ->
 
 
 def profile_from_measurement(m, memory_bytes: int, ident: dict[str, str]) -> HardwareProfile:
-    """A "here" profile from `effbench.kernels.microbench.measure`'s results."""
+    """A "here" profile from `effbench.predict.kernels.microbench.measure`'s results."""
     conditions = {"bandwidth": m.bandwidth.conditions()}
     conditions.update({dt: r.conditions() for dt, r in m.matmul.items()})
     if m.attention is not None:
@@ -205,7 +205,7 @@ def measure_here(quick: bool = True, *, cache_dir: Path | None = None, refresh: 
         cached = _read_cache(path, ident)
         if cached is not None:
             return cached
-    from effbench.kernels.microbench import measure
+    from effbench.predict.kernels.microbench import measure
 
     profile = profile_from_measurement(measure(quick), _memory_here(), ident)
     if path is not None:

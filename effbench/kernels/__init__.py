@@ -1,5 +1,0 @@
-"""Hardware microbenchmarks (and any custom kernels) of effbench.
-
-Installed under `effbench.kernels`: a top-level `kernels` package would clash with the PyPI
-package of that name. `python -m effbench.kernels` measures this machine and prints its profile.
-"""

@@ -1,0 +1,1 @@
+"""Prediction: profiler, hardware profiles and microbenchmarks, roofline, memory fit, cost model, `effbench check`."""

@@ -1,0 +1,1 @@
+"""What a person reads: the live view, the HTML report, simulate, regression tracking."""
