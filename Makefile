@@ -15,7 +15,7 @@ demo: install
 
 # The whole test suite, as CI runs it (GPU tests are skipped unless you add --run-gpu).
 test: install
-	$(PY)/pytest -q
+	$(PY)/pytest -q --durations=20
 
 # pytest-benchmark suites (speed targets live here, not in tests/).
 bench: install
