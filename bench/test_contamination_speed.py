@@ -14,6 +14,7 @@ import random
 import pytest
 
 from effbench.challenge import contamination as C
+from effbench.challenge import contamination_ngrams as N
 
 EXAMPLES = 100_000
 WORDS = 60
@@ -22,7 +23,7 @@ PLANTED = 60
 
 @pytest.fixture(scope="module")
 def eval_runs(tmp_path_factory):
-    from effbench.challenge.helm_bridge import suite_eval_instances
+    from effbench.challenge.helm_eval_runs import suite_eval_instances
     from effbench.challenge.suites import load_suite
 
     d = tmp_path_factory.mktemp("suite")
@@ -37,10 +38,10 @@ def training(eval_runs, tmp_path_factory):
     """100k jsonl examples of instruction/output text. The words are the eval items' own words
     plus common English, so windows reach the exact-compare step, not only the prefilter."""
     rng = random.Random(0)
-    eval_words = sorted({w for r in eval_runs for i in r.instances for w in C.words(i.input.text)})
+    eval_words = sorted({w for r in eval_runs for i in r.instances for w in N.words(i.input.text)})
     vocab = eval_words + ("the of and a to in is was for on that with as by it from at this be or are "
                           "an not but what all were when we there can which their if will each about how up").split()
-    scored = [(r.run, i) for r in eval_runs for i in r.instances if C.words(i.input.text)]
+    scored = [(r.run, i) for r in eval_runs for i in r.instances if N.words(i.input.text)]
     planted = {}
     for k in rng.sample(range(EXAMPLES), PLANTED):
         planted[k + 1] = scored[rng.randrange(len(scored))]
@@ -65,7 +66,7 @@ def test_contamination_scan_100k_examples(benchmark, eval_runs, training):
         "words": report.words,
         "eval_items": report.eval_items,
         "eval_ngrams": report.eval_grams,
-        "ngram_lengths": C.GramIndex([it for run, _, insts in eval_runs for it in C.eval_items(run, insts)], 13).lengths,
+        "ngram_lengths": N.GramIndex([it for run, _, insts in eval_runs for it in N.eval_items(run, insts)], 13).lengths,
         "examples_per_s": round(report.examples / seconds),
         "words_per_s": round(report.words / seconds),
     })

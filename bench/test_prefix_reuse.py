@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from effbench.challenge.helm_bridge import write_http_prod_env
+from effbench.challenge.helm_models import write_http_prod_env
 from effbench.serve import wait_until_serving
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

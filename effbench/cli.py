@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from effbench import __version__
-from effbench.contracts import EffbenchError
+from effbench.contracts import BackendName, EffbenchError, MissingData, Order, Semantics
 
 app = typer.Typer(
     help="Time-limited evaluation of fine-tuned LLMs (base model + LoRA) with HELM scenarios.",
@@ -105,18 +105,18 @@ def run(
     suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file.")] = "default",
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>.")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
-    order: Annotated[str, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
-    semantics: Annotated[str, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
+    order: Annotated[Order, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
+    semantics: Annotated[Semantics, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its journal (same options as it was started with; the folder may have been moved or copied).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again in an output folder that holds an earlier run's journal (replaced once the new run starts); without it such a folder is refused.")] = False,
     max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run (quick versions of a suite).")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets in their published formats (e.g. ../shared/data); implies offline: nothing is downloaded.")] = None,
-    missing_data: Annotated[str, typer.Option(help="With --data-dir, a run whose data is missing: 'auto' stops when a dataset is absent altogether and records runs of an incomplete one as not run (score 0); 'skip' records all as not run; 'stop' stops on any.")] = "auto",
+    missing_data: Annotated[MissingData, typer.Option(help="With --data-dir, a run whose data is missing: 'auto' stops when a dataset is absent altogether and records runs of an incomplete one as not run (score 0); 'skip' records all as not run; 'stop' stops on any.")] = "auto",
     track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process (starts faster; a hung backend can then not be stopped at the deadline).")] = False,
-    backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -153,10 +153,6 @@ def run(
             sub = sub.with_backend(backend)
         suite_obj = load_suite(suite)
         if resume is None:
-            for name, value, allowed in (("--missing-data", missing_data, ("auto", "skip", "stop")),
-                                         ("--order", order, ("effbench", "helm")), ("--semantics", semantics, ("item", "helm"))):
-                if value not in allowed:
-                    raise EffbenchError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
             out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}")
             opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
                               data_dir=data_dir, missing_data=missing_data, track=track, budget_minutes=_minutes(budget),
@@ -254,14 +250,14 @@ def check(
     probe: Annotated[float, typer.Option(help="Share of the requests to run as the probe (stratified: every run gets its share).")] = 0.05,
     budget: Annotated[Optional[str], typer.Option(help="Budget to check against (default: the suite's), e.g. 300m.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for the probe's files. Default: effbench-out/<submission>-<suite>-check.")] = None,
-    order: Annotated[str, typer.Option(help="Scheduling order to project: effbench or helm.")] = "effbench",
-    semantics: Annotated[str, typer.Option(help="How unfinished work counts in the expected score: item or helm.")] = "item",
+    order: Annotated[Order, typer.Option(help="Scheduling order to project: effbench or helm.")] = "effbench",
+    semantics: Annotated[Semantics, typer.Option(help="How unfinished work counts in the expected score: item or helm.")] = "item",
     max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run.")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets (see `run`).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights and hardware-profile cache.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process.")] = False,
-    backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
@@ -280,8 +276,6 @@ def check(
     from effbench.challenge.suites import load_suite
 
     try:
-        if order not in ("effbench", "helm") or semantics not in ("item", "helm"):
-            raise EffbenchError("--order must be effbench or helm; --semantics item or helm")
         sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                               allow_outside_paths=allow_outside_paths)
         sub = sub.with_backend(backend) if backend else sub
@@ -328,7 +322,7 @@ def serve(
     batch_window_ms: Annotated[float, typer.Option(min=0, help="How long a batch's first request waits for others to join it (milliseconds).")] = 5.0,
     one_at_a_time: Annotated[bool, typer.Option("--one-at-a-time", help="Batches of one, no gathering, no shared-prefix cache, as the challenge's sample servers did (for comparison).")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     max_queue: Annotated[Optional[int], typer.Option(min=1, help="Most requests waiting; past it a request gets 429 with Retry-After. Default: 4 batches, at least 64.")] = None,
     request_timeout: Annotated[float, typer.Option(min=0.001, help="Seconds a request may wait for its answer, queueing included, before a 504 (/health then says degraded while its batch runs on).")] = 600.0,
     allow_pickle: AllowPickle = False,
@@ -338,7 +332,7 @@ def serve(
     """Serve SUBMISSION over the challenge's HTTP API until Ctrl-C: POST /process (the sample
     servers' and HELM's fields; top_k is accepted and ignored), POST /tokenize, POST /decode,
     GET /health (model, batch statistics). Concurrent requests are gathered into batches; bad
-    requests get a 4xx with a JSON {"error": ...}, bodies over 1 MiB a 413. Details: effbench/serve.py."""
+    requests get a 4xx with a JSON {"error": ...}, bodies over 1 MiB a 413. Details: effbench/serve/."""
     try:
         from effbench.serve import serve as run_server
 
@@ -391,8 +385,8 @@ def report(
 def simulate(
     out: Annotated[Path, typer.Argument(help="Output folder of a finished `effbench run`.")],
     budget: Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 30m,60m,300m.")] = "1m,5m,30m,60m,300m",
-    order: Annotated[Optional[str], typer.Option(help="Replay in another order (effbench or helm); default: the recorded one.")] = None,
-    semantics: Annotated[Optional[str], typer.Option(help="item or helm; default: the run's own.")] = None,
+    order: Annotated[Optional[Order], typer.Option(help="Replay in another order (effbench or helm); default: the recorded one.")] = None,
+    semantics: Annotated[Optional[Semantics], typer.Option(help="item or helm; default: the run's own.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the score-against-budget curve as JSON here.")] = None,
 ) -> None:
     """The score the same submission would have had under other budgets (and orders), replaying the
@@ -405,18 +399,16 @@ def simulate(
         budgets = [_minutes(b) for b in budget.split(",") if b.strip()]
         if not budgets or any(b is None or b <= 0 for b in budgets):
             raise EffbenchError(f"--budget: {budget!r}: give positive durations, e.g. 30m,60m,300m")
-        if order not in (None, "effbench", "helm") or semantics not in (None, "item", "helm"):
-            raise EffbenchError("--order must be effbench or helm; --semantics item or helm")
         report = run_simulation(out, budgets, order, semantics)
     except EffbenchError as e:
         _fail(e)
     scenarios = sorted({k for p in report["points"] for k in p["scenario_scores"]})
     table = Table(title=f"{out}: order {report['order']}, semantics {report['semantics']}")
-    for col in ("budget (min)", "answered", "runs finished", "mean score", *scenarios):
+    for col in ("budget (min)", "answered", "runs finished", "suite score", *scenarios):
         table.add_column(col, justify="right")
     for p in report["points"]:
         table.add_row(f"{p['budget_minutes']:g}", f"{p['answered']}/{p['requests']}", f"{p['runs_finished']}/{p['runs']}",
-                      f"{p['mean_score']:.4f}", *(f"{p['scenario_scores'].get(k, 0.0):.4f}" for k in scenarios))
+                      f"{p['suite_score']:.4f}", *(f"{p['scenario_scores'].get(k, 0.0):.4f}" for k in scenarios))
     out_console.print(table)
     if json_out is not None:
         _write_json_out(json_out, report)

@@ -7,10 +7,17 @@ a failed request is a GenerationResult with `error` set, not an exception (STYLE
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 # HELM's HTTP client sends temperature 1e-7 for "greedy"; anything at or below this is argmax.
 GREEDY_TEMPERATURE = 1e-4
+
+
+# The choices of `effbench run` (typer checks them on the command line, run_config.json keeps them).
+Order = Literal["effbench", "helm"]  # see effbench/execute/scheduler.py
+Semantics = Literal["item", "helm"]  # see score_runs in effbench/score.py
+MissingData = Literal["auto", "skip", "stop"]  # see data_problem in effbench/plan.py
+BackendName = Literal["hf", "vllm"]  # what --backend may choose instead of the manifest's
 
 
 class EffbenchError(Exception):
@@ -45,6 +52,11 @@ class GenerationRequest:
     echo_prompt: bool = False
     seed: int | None = None
     origin: Origin = field(default_factory=Origin)
+    # The prompt's token ids (special tokens included), made once by the plan with the submission's
+    # tokenizer (effbench/plan.py prompt_shapes): the lengths the scheduler batches by are the ones
+    # the backend runs. None: the backend encodes the prompt itself. Backends whose tokenizer may
+    # differ ignore them (backends/common.py plan_ids_apply); not part of the request's identity.
+    prompt_token_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def greedy(self) -> bool:

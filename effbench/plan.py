@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from effbench.challenge.suites import Suite
-from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
+from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, MissingData, Order, Semantics
 from effbench.submission import Submission
 
 if TYPE_CHECKING:
@@ -28,11 +28,11 @@ class RunOptions:
     run_filter: str | None = None  # glob on run names or entries, e.g. "synthetic_reasoning*"
     cache_dir: Path | None = None
     data_dir: Path | None = None  # local copies of public datasets (effbench.challenge.data); implies offline
-    missing_data: str = "auto"  # auto | skip | stop (see data_problem)
+    missing_data: MissingData = "auto"
     track: str = "local"  # the hardware track this run stands for (effbench rank groups by it)
     budget_minutes: float | None = None  # None: the suite's own; 0 or less: no deadline
-    order: str = "effbench"  # effbench | helm (see scheduler)
-    semantics: str = "item"  # item | helm (see score_runs)
+    order: Order = "effbench"
+    semantics: Semantics = "item"
     in_process: bool = False  # backend in this process: faster start, but no deadline enforcement
     resume: bool = False  # continue from OUT/journal.jsonl
     parallelism: int = 4
@@ -91,7 +91,9 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
     loaded: a missing file costs seconds, not a model load. `on_data_checked` runs once every
     check has passed, before HELM builds the instances and requests (the slow part): run_suite
     starts loading the model there."""
-    from effbench.challenge.helm_bridge import adapt_offline, helm_model_name, parse_entry, register_model, stage_perturbation_resources
+    from effbench.challenge.helm_bridge import parse_entry
+    from effbench.challenge.helm_models import helm_model_name, register_model
+    from effbench.challenge.helm_offline import adapt_offline, stage_perturbation_resources
 
     helm_dir = session.helm_dir
     staged: list[str] = []
@@ -170,12 +172,18 @@ def data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged:
     return miss.line(name)
 
 
-def prompt_shapes(submission: Submission, requests: list[GenerationRequest]) -> tuple[dict[str, int], dict]:
-    """(prompt tokens per request, prefix groups): what the scheduler batches and orders by."""
-    from effbench.execute.scheduler import prefix_groups
+def prompt_shapes(submission: Submission, requests: list[GenerationRequest]) -> tuple[list[GenerationRequest], dict[str, int], dict]:
+    """(the requests carrying their prompt token ids, prompt tokens per request, prefix groups):
+    what the scheduler batches and orders by. Each prompt is tokenized here, once: the backend
+    runs these ids (GenerationRequest.prompt_token_ids), so the lengths batched by are the
+    lengths run."""
+    from dataclasses import replace
+
+    from effbench.execute.prefix import prefix_groups
 
     ids = prompt_tokens(submission, requests)
-    return {i: len(t) for i, t in ids.items()}, prefix_groups(requests, ids)
+    tokenized = [replace(r, prompt_token_ids=tuple(ids[r.id])) for r in requests]
+    return tokenized, {i: len(t) for i, t in ids.items()}, prefix_groups(requests, ids)
 
 
 def prompt_tokens(submission: Submission, requests: list[GenerationRequest]) -> dict[str, list[int]]:

@@ -1,79 +1,150 @@
-"""The files of a run's output folder that effbench writes whole: results.json (read back and
-checked against its versioned JSON Schema) and run_config.json (what --resume needs)."""
+"""The files of a run's output folder, and the one place that reads them: results.json (checked
+against its pydantic model, effbench/result_models.py; older versions upgraded on load),
+run_config.json (what --resume needs) and check.json (what `effbench check` wrote).
+
+`python -m effbench.results --write-schema` regenerates effbench/schemas/results.schema.json from
+the model; tests/test_results_schema.py fails while the checked-in file differs from it.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from effbench.atomic import write_json_atomic
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.json_schema import GenerateJsonSchema
+
+from effbench.atomic import write_json_atomic, write_text_atomic
 from effbench.contracts import EffbenchError
 from effbench.execute.journal import JOURNAL_NAME, journaled_results
 from effbench.plan import RunOptions, config_path
+from effbench.result_models import CheckReport, Results, ResultsV1, RunConfig
+from effbench.score import mean_run_score, suite_score
 from effbench.submission import Submission
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "results.schema.json"
 
-
-@lru_cache(maxsize=1)
-def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def validate(results: dict, source: Path) -> None:
-    """One line naming the file and the JSON path of the first problem."""
-    import jsonschema
-
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(results), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise EffbenchError(f"{source}: field '{where}': {e.message} (results.json schema v{schema()['properties']['schema_version']['const']})")
+# 2: totals.suite_score (the suite's score) and totals.mean_run_score (was mean_score).
+RESULTS_SCHEMA_VERSION = 2
+RESULTS_MODELS: dict[int, type[Results]] = {1: ResultsV1, RESULTS_SCHEMA_VERSION: Results}
 
 
-def _read_json(file: Path, absent: str) -> dict:
-    """A JSON file of an output folder, or one line: `absent` when it is not there, the line of a
-    syntax error otherwise."""
+class _FileSchema(GenerateJsonSchema):
+    def field_title_should_be_set(self, schema) -> bool:
+        return False  # "Prompt Tokens" next to "prompt_tokens" says nothing
+
+
+def results_schema() -> dict:
+    """The JSON Schema of results.json, generated from `Results` (what is checked in)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "effbench/results.schema.json",
+            **Results.model_json_schema(schema_generator=_FileSchema)}
+
+
+def schema_text() -> str:
+    return json.dumps(results_schema(), indent=2) + "\n"
+
+
+def _first_error(e: ValidationError) -> tuple[str, str]:
+    err = e.errors(include_url=False)[0]
+    return "/".join(str(p) for p in err["loc"]) or "(top level)", err["msg"].replace("\n", " ")
+
+
+def _check(model: type[BaseModel], text: str, file: Path, what: str) -> None:
+    try:
+        model.model_validate_json(text, strict=True)
+    except ValidationError as e:
+        where, msg = _first_error(e)
+        raise EffbenchError(f"{file}: field '{where}': {msg} ({what})") from None
+
+
+def _read(file: Path, absent: str) -> tuple[Any, str]:
+    """(parsed, text) of a JSON file of an output folder, or one line: `absent` when it is not
+    there, the line and column of a syntax error otherwise."""
     if not file.is_file():
         raise EffbenchError(f"{file}: {absent}")
     try:
-        return json.loads(file.read_text())
+        text = file.read_text(encoding="utf-8")
+        return json.loads(text), text
     except json.JSONDecodeError as e:
-        raise EffbenchError(f"{file}:{e.lineno}: not valid JSON ({e.msg})") from None
+        raise EffbenchError(f"{file}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EffbenchError(f"{file}: cannot read it ({type(e).__name__}: {e})".replace("\n", " ")) from None
+
+
+def results_file(path: Path) -> Path:
+    """PATH itself, or the results.json in the folder PATH."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "results.json"
+    if not path.exists():
+        raise EffbenchError(f"{path}: no such file or folder (give a results.json or a folder holding one)")
+    return path
+
+
+def read_results(path: Path) -> dict:
+    """results.json as it is on disk, not checked: for readers of a few fields that accept other
+    writers' files too (effbench rank checks what it uses, effbench/challenge/rank.py)."""
+    data, _ = _read(results_file(path), "no results.json here")
+    return data
+
+
+def validate(results: Any, source: Path, text: str | None = None) -> dict:
+    """results.json checked against the model of its schema_version, and in the current version's
+    shape; one line naming the file and the path of the first problem."""
+    if not isinstance(results, dict):
+        raise EffbenchError(f"{source}: field '(top level)': not a JSON object (results.json)")
+    version = results.get("schema_version")
+    model = RESULTS_MODELS.get(version) if type(version) is int else None
+    if model is None:
+        known = ", ".join(map(str, RESULTS_MODELS))
+        raise EffbenchError(f"{source}: field 'schema_version': {version!r} is not a results.json version this effbench"
+                            f" reads ({known})")
+    _check(model, json.dumps(results) if text is None else text, source, f"results.json schema v{version}")
+    return upgrade_v1(results) if version == 1 else results
+
+
+def upgrade_v1(results: dict) -> dict:
+    """v1 -> v2: totals.mean_score (the mean over runs) becomes mean_run_score, and suite_score,
+    the headline since v2, comes from the runs as `effbench run` computes it now."""
+    totals = {k: v for k, v in results["totals"].items() if k != "mean_score"}
+    totals.update(suite_score=suite_score(results["runs"]), mean_run_score=mean_run_score(results["runs"]))
+    return {**results, "schema_version": RESULTS_SCHEMA_VERSION, "totals": totals}
 
 
 def load_results(path: Path) -> dict:
-    file = path / "results.json" if path.is_dir() else path
-    results = _read_json(file, "no results.json here")
-    validate(results, file)
-    return results
+    """results.json (a file, or the one in a folder), checked and in the current version's shape."""
+    file = results_file(path)
+    results, text = _read(file, "no results.json here")
+    return validate(results, file, text)
 
 
 def load_check(path: Path) -> dict:
     """check.json as `effbench check` writes it; a folder means the check.json inside it."""
     file = path / "check.json" if path.is_dir() else path
-    check = _read_json(file, "no check.json here (--prediction takes an `effbench check` folder or its check.json)")
-    missing = [k for k in ("projected_minutes", "runs", "track", "budget_minutes") if k not in check]
+    check, text = _read(file, "no check.json here (--prediction takes an `effbench check` folder or its check.json)")
+    if not isinstance(check, dict):
+        raise EffbenchError(f"{file}: not an `effbench check` output (not a JSON object)")
+    missing = [k for k, f in CheckReport.model_fields.items() if f.is_required() and k not in check]
     if missing:
         raise EffbenchError(f"{file}: not an `effbench check` output (no '{missing[0]}')")
+    _check(CheckReport, text, file, "check.json of `effbench check`")
     return check
 
 
 def completion_texts(out: Path) -> dict[str, list[str]]:
     """Run entry -> the first completion's text of each request, from HELM's run folders (for
     comparing two runs of the same plan)."""
-    results = json.loads((out / "results.json").read_text())
     texts = {}
-    for r in results["runs"]:
+    for r in load_results(out)["runs"]:
         if r["helm_run_dir"] is None:
             continue
         state = json.loads((out / r["helm_run_dir"] / "scenario_state.json").read_text())
         texts[r["entry"]] = [s["result"]["completions"][0]["text"] for s in state["request_states"]]
     return texts
-
-
-RESULTS_SCHEMA_VERSION = 1
 
 
 RUN_CONFIG = "run_config.json"
@@ -106,10 +177,19 @@ def save_run_config(opts: RunOptions, submission: Submission, suite: str, overwr
     })
 
 
+@lru_cache(maxsize=1)
+def _run_options() -> TypeAdapter:
+    return TypeAdapter(RunOptions)
+
+
 def load_run_config(out: Path) -> dict:
     """run_config.json of the run in OUT, with OUT as given (relative or absolute, wherever the
-    folder is now) as options.out, never a path stored in it; relative paths resolved against it."""
-    config = _read_json(out / RUN_CONFIG, "missing; --resume needs the folder of a run started by effbench run")
+    folder is now) as options.out, never a path stored in it; relative paths resolved against it.
+    Its options are checked against RunOptions (effbench/plan.py), so a resume never fails later
+    on a bad or unknown option."""
+    file = out / RUN_CONFIG
+    config, text = _read(file, "missing; --resume needs the folder of a run started by effbench run")
+    _check(RunConfig, text, file, RUN_CONFIG)
     if config.get("version", 1) >= 2:  # version 1: paths as given on the command line that started it
         inside = lambda v: str(out / v) if v is not None and not Path(v).is_absolute() else v  # noqa: E731
         config["submission"] = inside(config["submission"])
@@ -117,6 +197,14 @@ def load_run_config(out: Path) -> dict:
             config["suite"] = inside(config["suite"])
         config["options"] = {**config["options"], **{k: inside(config["options"].get(k)) for k in _CONFIG_PATHS}}
     config["options"] = {**config["options"], "out": str(out)}
+    known = {f.name for f in fields(RunOptions)}  # version 1 stored `resume` too
+    if unknown := sorted(set(config["options"]) - known):
+        raise EffbenchError(f"{file}: field 'options/{unknown[0]}': not an option of this effbench's `effbench run`")
+    try:
+        _run_options().validate_python(config["options"])
+    except ValidationError as e:
+        where, msg = _first_error(e)
+        raise EffbenchError(f"{file}: field 'options/{where}': {msg} ({RUN_CONFIG})") from None
     return config
 
 
@@ -133,3 +221,18 @@ def write_results(out: Path, results: dict) -> Path:
             raise
         raise err from e
     return path
+
+
+def write_check(out: Path, report: dict) -> Path:
+    """OUT/check.json, whole or not at all: `effbench report RUN_OUT --prediction` reads it back
+    (load_check) to draw the projection against a real run."""
+    path = out / "check.json"
+    write_json_atomic(path, report, default=str)
+    return path
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write-schema"]:
+        sys.exit("usage: python -m effbench.results --write-schema  (regenerates effbench/schemas/results.schema.json)")
+    write_text_atomic(SCHEMA_PATH, schema_text())
+    print(f"wrote {SCHEMA_PATH}")

@@ -27,7 +27,7 @@ from effbench.execute.worker import BackendWorker
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.predict.profiler import Telemetry
 from effbench.results import RESULTS_SCHEMA_VERSION, write_results
-from effbench.score import columns_of, not_run_record, score_runs, totals
+from effbench.score import columns_of, not_run_records, score_runs, totals
 from effbench.submission import Submission
 
 
@@ -110,7 +110,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
 
             journal, done, spent = _open_journal(opts, submission, suite, requests)
             todo = [r for r in requests if r.id not in done]
-            lengths, prefixes = prompt_shapes(submission, todo)
+            todo, lengths, prefixes = prompt_shapes(submission, todo)  # each prompt tokenized once, here
             budget_min = suite.budget_minutes if opts.budget_minutes is None else opts.budget_minutes
             budget_s = budget_min * 60 - spent if budget_min and budget_min > 0 else None
 
@@ -143,8 +143,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
 
         phase("score")
         runs = score_runs(plan, suite, session, results, opts, sampler)
-        entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
-        runs += [not_run_record(name, entry_of[name], suite, why) for name, why in plan.not_run.items()]
+        runs += not_run_records(plan, suite)
         order = {entry: i for i, (entry, _) in enumerate(suite.entries())}
         runs.sort(key=lambda r: order[r["entry"]])
         phases[-1].end = time.time()

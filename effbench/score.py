@@ -1,9 +1,12 @@
 """Score: HELM's metrics per run -> the run records of results.json, under the chosen semantics
-for what was not answered (README, "The budget"), and the totals over runs."""
+for what was not answered (README, "The budget"), the totals over runs, and the suite's score
+(suite_score: the one definition every command shows)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Iterable, Mapping
 
 from effbench.challenge.suites import Suite
 from effbench.contracts import GenerationResult
@@ -110,6 +113,13 @@ def not_run_record(name: str, entry: str, suite: Suite, reason: str) -> dict:
     }
 
 
+def not_run_records(plan, suite: Suite) -> list[dict]:
+    """A not_run record (score 0) for each run the plan could not run: every place that scores a
+    suite counts them, as the challenge does."""
+    entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
+    return [not_run_record(name, entry_of[name], suite, why) for name, why in plan.not_run.items()]
+
+
 def run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path: Path, sampler: Telemetry | None,
                 out: Path, notes: list[str]) -> dict:
     group = suite.group_of(plan.entry)
@@ -153,10 +163,36 @@ def run_record(plan, suite: Suite, res: list[GenerationResult], stats, run_path:
     }
 
 
+def _score_or_zero(score: float | None) -> float:
+    return 0.0 if score is None or math.isnan(score) else score
+
+
+def scenario_scores(runs: Iterable[Mapping]) -> dict[str, float]:
+    """Scenario -> the mean score of its runs (records with "scenario" and "score"); a run lost,
+    not run or without a value counts 0, as a missing value does in effbench/challenge/rank.py."""
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        by.setdefault(r["scenario"], []).append(_score_or_zero(r["score"]))
+    return {k: math.fsum(v) / len(v) for k, v in sorted(by.items())}
+
+
+def suite_score(runs: Iterable[Mapping]) -> float | None:
+    """The score of a suite, the one definition: the mean over scenarios of scenario_scores, so a
+    scenario weighs the same however many runs it has (the challenge's grouping). None: no run.
+    results.json's totals, `effbench check`, simulate and the reports all show this one."""
+    scores = scenario_scores(runs)
+    return math.fsum(scores.values()) / len(scores) if scores else None
+
+
+def mean_run_score(runs: Iterable[Mapping]) -> float | None:
+    """The plain mean over runs of their scores, runs without one left out (totals.mean_run_score)."""
+    scores = [r["score"] for r in runs if r["score"] is not None]
+    return math.fsum(scores) / len(scores) if scores else None
+
+
 def totals(runs: list[dict], execute_seconds: float, sampler: Telemetry | None) -> dict:
     prompt = sum(r["prompt_tokens"] for r in runs)
     output = sum(r["output_tokens"] for r in runs)
-    scores = [r["score"] for r in runs if r["score"] is not None]
     return {
         "runs": len(runs),
         "not_run": sum(1 for r in runs if r["status"] == "not_run"),
@@ -171,6 +207,7 @@ def totals(runs: list[dict], execute_seconds: float, sampler: Telemetry | None) 
         "execute_seconds": round(execute_seconds, 3),
         "tokens_per_s": round((prompt + output) / execute_seconds, 2) if execute_seconds > 0 else None,
         "output_tokens_per_s": round(output / execute_seconds, 2) if execute_seconds > 0 else None,
-        "mean_score": sum(scores) / len(scores) if scores else None,
+        "suite_score": suite_score(runs),
+        "mean_run_score": mean_run_score(runs),
         "peak_memory_bytes": sampler.peak(),
     }

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
+from effbench.backends.options import BackendOptions
 from effbench.contracts import EffbenchError
 from effbench.model_files import (
     check_adapter,
@@ -32,8 +33,9 @@ MANIFEST_NAME = "effbench.toml"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # [backend_args] keys that would load code, or files from outside the submission, or reach the
-# network: only effbench (from the submission's own folders) and the command line set these. The
-# vllm backend also admits only the tuning knobs of effbench.backends.options.MANIFEST_ENGINE_ARGS.
+# network: only effbench (from the submission's own folders) and the command line set these. Each
+# backend admits only the keys of its options model (effbench/backends/options.py): for vllm, the
+# scalar tuning knobs of VLLMOptions.
 FORBIDDEN_BACKEND_ARGS = {
     "trust_remote_code": "remote code is allowed only by the command line's --trust-remote-code",
     "model": "the model is the submission's base (or effbench's merge of it)",
@@ -91,7 +93,8 @@ class Manifest(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     quantization: Literal["none", "bnb-4bit", "bnb-8bit"] = "none"
     limits: Limits = Field(default_factory=Limits)
-    backend_args: dict[str, Any] = Field(default_factory=dict, description="passed through to the backend")
+    backend_args: SerializeAsAny[BackendOptions] = Field(
+        {}, validate_default=True, description="the backend's options (effbench/backends/options.py)")
     endpoint: str | None = Field(None, pattern=r"^https?://", description="the server's URL (backend http)")
 
     @model_validator(mode="after")
@@ -109,16 +112,28 @@ class Manifest(BaseModel):
             raise ValueError(f"unknown backend {v!r}; one of {sorted(available_backends())}")
         return v
 
-    @model_validator(mode="after")
-    def _safe_backend_args(self) -> "Manifest":
-        for key in self.backend_args:
+    @field_validator("backend_args", mode="before")
+    @classmethod
+    def _typed_backend_args(cls, args: Any, info: ValidationInfo) -> Any:
+        """The chosen backend's options model, from the manifest's table: a key that loads code or
+        outside files is refused with why, an unknown key with what is allowed, a wrong type by
+        the model (its errors name the field under backend_args)."""
+        from effbench.backends import OPTIONS
+
+        if "backend" not in info.data:
+            return BackendOptions()  # the backend's own error is the one to show
+        if isinstance(args, BackendOptions):  # built in code: checked again for this backend
+            args = args.model_dump(exclude_unset=True)
+        if not isinstance(args, dict):
+            raise ValueError(f"backend_args: a table of the backend's options, not {type(args).__name__}")
+        for key in args:
             if key in FORBIDDEN_BACKEND_ARGS:
                 raise ValueError(f"backend_args.{key}: not allowed in a manifest ({FORBIDDEN_BACKEND_ARGS[key]})")
-        if self.backend == "vllm":
-            from effbench.backends.options import check_engine_args
-
-            check_engine_args(self.backend_args)
-        return self
+        model = OPTIONS[info.data["backend"]]
+        for key in args:
+            if key not in model.model_fields:
+                raise ValueError(f"backend_args.{key}: not {model.KIND}; allowed: {', '.join(model.model_fields)}")
+        return model.model_validate(args)
 
 
 def validation_line(path: Path, err: ValidationError) -> str:
@@ -129,7 +144,8 @@ def validation_line(path: Path, err: ValidationError) -> str:
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     kind = first["type"]
     msg = str(first.get("ctx", {}).get("error", "")) if kind == "value_error" else ""
-    if not first["loc"] and re.match(r"^[\w.]+: ", msg):  # a whole-model check that names its field
+    named = re.match(r"^([\w.]+): ", msg)
+    if named and (not first["loc"] or named[1].startswith(field)):  # a check that names its (sub)field
         name, _, why = msg.partition(": ")
         return f"{path}: field '{name}': {why}"
     if kind == "extra_forbidden":
@@ -237,8 +253,9 @@ class Submission:
 
     def with_backend(self, name: str) -> Submission:
         """The same submission served by another backend (`--backend`); its backend_args stay."""
+        args = self.manifest.backend_args.model_dump(exclude_unset=True)  # what the manifest set, not the defaults
         try:
-            manifest = Manifest.model_validate({**self.manifest.model_dump(), "backend": name})
+            manifest = Manifest.model_validate({**self.manifest.model_dump(), "backend": name, "backend_args": args})
         except ValidationError as e:
             raise EffbenchError(f"--backend: {e.errors()[0]['msg']}") from None
         return replace(self, manifest=manifest)

@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.challenge import contamination as C
+from effbench.challenge import contamination_files as F
+from effbench.challenge import contamination_ngrams as N
 from effbench.cli import app
 from effbench.contracts import EffbenchError
 
@@ -26,7 +28,7 @@ FILLER = ("the of and a to in is was for on that with as by it from at this be o
 @pytest.fixture(scope="module")
 def default_runs(tmp_path_factory):
     """The default suite's eval instances (HELM synthetic scenarios: no data, no model)."""
-    from effbench.challenge.helm_bridge import suite_eval_instances
+    from effbench.challenge.helm_eval_runs import suite_eval_instances
     from effbench.challenge.suites import load_suite
 
     return suite_eval_instances(load_suite("default"), tmp_path_factory.mktemp("helm"))
@@ -53,15 +55,15 @@ def flagged(report: C.ContaminationReport) -> set[tuple[str, str]]:
 def naive_overlaps(runs, examples: list[str], n: int) -> dict[tuple[str, str], float]:
     """Reference implementation: plain Python sets of word tuples, one example at a time."""
     found: set[tuple[str, ...]] = set()
-    items = [it for run, _, instances in runs for it in C.eval_items(run, instances)]
-    lengths = {len(g) for it in items for seg in C.item_segments(it, n) for g in C.ngrams(seg, n)}
+    items = [it for run, _, instances in runs for it in N.eval_items(run, instances)]
+    lengths = {len(g) for it in items for seg in N.item_segments(it, n) for g in N.ngrams(seg, n)}
     for ex in examples:
-        ws = C.words(ex)
+        ws = N.words(ex)
         for k in lengths:
             found.update(tuple(ws[i : i + k]) for i in range(len(ws) - k + 1))
     out = {}
     for it in items:
-        grams = {g for seg in C.item_segments(it, n) for g in C.ngrams(seg, n)}
+        grams = {g for seg in N.item_segments(it, n) for g in N.ngrams(seg, n)}
         if grams:
             hit = sum(g in found for g in grams)
             if hit:
@@ -151,7 +153,7 @@ def test_planted_items_are_flagged_with_their_line(default_runs, tmp_path, fmt):
 def test_clean_training_text_flags_nothing(default_runs, tmp_path):
     """The same vocabulary as the eval items (every word of every item), in random order."""
     rng = random.Random(1)
-    vocab = sorted({w for r in default_runs for i in r.instances for w in C.words(i.input.text)})
+    vocab = sorted({w for r in default_runs for i in r.instances for w in N.words(i.input.text)})
     path = tmp_path / "clean.jsonl"
     with path.open("w") as f:
         for _ in range(2000):
@@ -189,21 +191,21 @@ def test_default_threshold_and_n():
 
 
 def test_words_and_ngrams():
-    assert C.words("Hello, WORLD! don't snake_case 3.14 Ünïcode Straße — «ok»") == [
+    assert N.words("Hello, WORLD! don't snake_case 3.14 Ünïcode Straße — «ok»") == [
         "hello", "world", "don", "t", "snake", "case", "3", "14", "ünïcode", "straße", "ok"]
-    assert C.words("[ ( ] ) + = |") == []
-    assert C.ngrams([], 3) == []
-    assert C.ngrams(["a", "b"], 3) == [("a", "b")]  # shorter than n: the whole item
-    assert C.ngrams(["a", "b", "c"], 3) == [("a", "b", "c")]
-    assert C.ngrams(list("abcd"), 3) == [("a", "b", "c"), ("b", "c", "d")]
-    assert C.ngrams(list("ababab"), 2) == [("a", "b"), ("b", "a")]  # distinct, in order
+    assert N.words("[ ( ] ) + = |") == []
+    assert N.ngrams([], 3) == []
+    assert N.ngrams(["a", "b"], 3) == [("a", "b")]  # shorter than n: the whole item
+    assert N.ngrams(["a", "b", "c"], 3) == [("a", "b", "c")]
+    assert N.ngrams(list("abcd"), 3) == [("a", "b", "c"), ("b", "c", "d")]
+    assert N.ngrams(list("ababab"), 2) == [("a", "b"), ("b", "a")]  # distinct, in order
 
 
 def test_item_segments_score_long_answers_only():
     long_answer = " ".join(f"s{i}" for i in range(13))
-    item = C.eval_items("r", [inst("a", "What is it?", answers=("Paris", long_answer))])[0]
+    item = N.eval_items("r", [inst("a", "What is it?", answers=("Paris", long_answer))])[0]
     assert item.answers == ("Paris", long_answer)  # only correct references
-    assert C.item_segments(item, 13) == [["what", "is", "it"], long_answer.split()]
+    assert N.item_segments(item, 13) == [["what", "is", "it"], long_answer.split()]
 
 
 def _check_texts(tmp_path, texts: list[str], items, name="t.jsonl", **kw) -> C.ContaminationReport:
@@ -235,7 +237,7 @@ def test_unicode_separators_and_batches(tmp_path, monkeypatch):
     items = [inst("es", "¿Él comió la manzana roja en el jardín de la casa?"), inst("en", "the quick brown fox jumps")]
     texts = ["plain ascii line", "ÉL COMIÓ LA MANZANA ROJA EN EL JARDÍN DE LA CASA", "café: The quick, brown fox; jumps!",
              "nul\x00inside the\x00quick brown fox jumps \x01 here"]
-    monkeypatch.setattr(C, "_BATCH_CHARS", 10)  # one batch per example: batch edges change nothing
+    monkeypatch.setattr(N, "_BATCH_CHARS", 10)  # one batch per example: batch edges change nothing
     rep = _check_texts(tmp_path, texts * 3, items)
     assert {(o.id, o.train_line, o.flagged) for o in rep.runs[0].overlaps} == {("es", 2, True), ("en", 3, True)}
     assert by_id(rep)[("r", "en")].train_excerpt.startswith("café: The quick")
@@ -273,13 +275,13 @@ def test_jsonl_field_and_csv_column(tmp_path):
 
 def test_training_file_errors(tmp_path):
     with pytest.raises(EffbenchError, match="does not exist"):
-        C.training_format(tmp_path / "missing.jsonl")
+        F.training_format(tmp_path / "missing.jsonl")
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     with pytest.raises(EffbenchError, match=r"t\.parquet: unsupported extension '\.parquet'"):
-        C.training_format(tmp_path / "t.parquet")
+        F.training_format(tmp_path / "t.parquet")
     odd = tmp_path / "odd.csv"  # an unterminated quote: read leniently, the rest is one cell
     odd.write_text('1,2\nx,"open quote, y\nz\n')
-    assert [(line, text) for line, text, _ in C.read_training(odd)] == [(1, "1\n2"), (2, "x\nopen quote, y\nz\n")]
+    assert [(line, text) for line, text, _ in F.read_training(odd)] == [(1, "1\n2"), (2, "x\nopen quote, y\nz\n")]
 
 
 # ------------------------------------------------------------------ CLI
@@ -341,7 +343,7 @@ def test_cli_help():
 
 def test_mmlu_philosophy_questions_in_training_data(shared_data, tmp_path):
     from effbench.challenge.data import stage
-    from effbench.challenge.helm_bridge import suite_eval_instances
+    from effbench.challenge.helm_eval_runs import suite_eval_instances
     from effbench.challenge.suites import load_suite
 
     suite = tmp_path / "mmlu-philosophy.toml"

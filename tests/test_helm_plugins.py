@@ -17,7 +17,8 @@ from helm.benchmark.scenarios.scenario import TEST_SPLIT, TRAIN_SPLIT, VALID_SPL
 
 import effbench.challenge.helm_plugins as plugins
 from effbench.contracts import EffbenchError
-from effbench.challenge.helm_bridge import HelmSession, register_model
+from effbench.challenge.helm_bridge import HelmSession
+from effbench.challenge.helm_models import register_model
 from effbench.challenge.helm_plugins.ethics import SCENARIOS as ETHICS
 from effbench.challenge.helm_plugins.math_offline import OfflineMATHScenario, offline_scenario_spec
 

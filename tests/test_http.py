@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
-from effbench.challenge.helm_bridge import write_http_prod_env
+from effbench.challenge.helm_models import write_http_prod_env
 from effbench.results import completion_texts
 from effbench.serve import wait_until_serving
 

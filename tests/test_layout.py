@@ -16,8 +16,7 @@ PACKAGE = ROOT / "effbench"
 # module past it fails here.
 MAX_LINES = 350
 LONG_MODULES = {
-    "effbench.serve", "effbench.challenge.contamination", "effbench.backends.hf", "effbench.challenge.helm_bridge",
-    "effbench.cli", "effbench.report.html", "effbench.execute.journal", "effbench.execute.scheduler", "effbench.challenge.rank",
+    "effbench.backends.hf", "effbench.cli", "effbench.report.html", "effbench.execute.scheduler", "effbench.challenge.rank",
 }
 
 
@@ -61,7 +60,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def test_the_tree_reads_as_the_pipeline():
-    for part in ("plan.py", "execute", "score.py", "results.py", "challenge", "predict", "report", "backends", "serve.py", "runner.py"):
+    for part in ("plan.py", "execute", "score.py", "results.py", "challenge", "predict", "report", "backends", "serve", "runner.py"):
         assert (PACKAGE / part).exists(), part
     assert len(list(PACKAGE.glob("*.py"))) <= 16, "top-level modules: put new ones in the pipeline's folders"
 

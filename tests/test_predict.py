@@ -94,7 +94,7 @@ def test_outputs_are_bounded_by_max_tokens_and_unprobed_runs_are_pessimistic():
 
 def test_prefill_counts_uncached_tokens_and_the_prefix_once_per_cache_miss():
     from effbench.predict.cost_model import expected_prefill, prefill_tokens
-    from effbench.execute.scheduler import PrefixGroup
+    from effbench.execute.prefix import PrefixGroup
 
     # observed: a batch that computed a 90-token prefix (its first row), then one served from the cache
     assert prefill_tokens([100, 110], [0, 90]) == 2 * 20 + 90
@@ -107,6 +107,10 @@ def test_prefill_counts_uncached_tokens_and_the_prefix_once_per_cache_miss():
     groups = {q.id: ga for q in a1 + a2} | {q.id: gb for q in b1}
     lengths = {q.id: 100 for q in a1 + a2 + b1}
     order = [a1, b1, a2]
-    assert expected_prefill(order, lengths, groups, 4) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10]  # a is still cached
-    assert expected_prefill(order, lengths, groups, 1) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10 + 90]  # evicted by b
-    assert expected_prefill(order, lengths, groups, 0) == [200, 200, 200]  # a backend without a prefix cache
+    # the cache's bound in bytes, 3 bytes per token here: a's entry is 270 bytes, b's 240
+    assert expected_prefill(order, lengths, groups, 510, 3) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10]  # a is still cached
+    assert expected_prefill(order, lengths, groups, 509, 3) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10 + 90]  # evicted by b
+    assert expected_prefill(order, lengths, groups, 269, 3)[2] == 2 * 10 + 90  # a never fits: never kept
+    # a bound of 0: nothing kept across batches, but a batch's rows still share its prefix
+    assert expected_prefill(order, lengths, groups, 0, 3) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10 + 90]
+    assert expected_prefill(order, lengths, groups, None) == [200, 200, 200]  # a backend that shares no prefix

@@ -48,15 +48,16 @@ def runs(demo_submission, cache_dir, shared_data, tmp_path_factory) -> dict[str,
 
 @pytest.fixture
 def hf(hf_backend):
-    """The session's backend with an empty prefix LRU and fresh counters; reuse on again afterwards."""
-    hf_backend._prefixes.clear()
+    """The session's backend with an empty prefix cache and fresh counters; reuse on and the
+    cache's bound as it was again afterwards."""
+    hf_backend.prefix_cache.clear()
     hf_backend.prefix_stats = {k: 0 for k in hf_backend.prefix_stats}
-    chunk = hf_backend.prefill_chunk_tokens
+    chunk, bound = hf_backend.prefill_chunk_tokens, hf_backend.prefix_cache.bound_bytes
     yield hf_backend
     hf_backend.prefill_chunk_tokens = chunk
     hf_backend.prefix_reuse = True
-    hf_backend.prefix_cache_entries = 4
-    hf_backend._prefixes.clear()
+    hf_backend.prefix_cache.bound_bytes = bound
+    hf_backend.prefix_cache.clear()
 
 
 def generate(backend, reqs: list[GenerationRequest], reuse: bool, batch_size: int = 8) -> list[GenerationResult]:
@@ -171,7 +172,7 @@ def test_echo_keeps_the_plain_path(hf, runs):
 def test_a_longer_stored_prefix_is_cropped_and_never_written(hf, runs):
     mmlu = [replace(r, max_tokens=6, top_k_per_token=5) for r in runs["mmlu"]]
     (one,) = hf.generate(mmlu[:1])  # a batch of one: stores all of its prompt but the last token
-    ((key, entry),) = hf._prefixes.items()
+    ((key, entry),) = hf.prefix_cache.items()
     assert len(key) == one.prompt_tokens - 1 and entry[0][0].shape[2] == len(key)
     snapshot = [(k.clone(), v.clone()) for k, v in entry]
     plain = generate(hf, mmlu[1:9], reuse=False)
@@ -185,21 +186,32 @@ def test_a_longer_stored_prefix_is_cropped_and_never_written(hf, runs):
     s = hf.prefix_stats
     assert (s["misses"], s["hits"], s["computed_prefix_tokens"]) == (1, 2, computed_before)
     assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(entry, snapshot))
-    assert len(hf._prefixes) == 1  # a crop stores nothing new
+    assert len(hf.prefix_cache) == 1  # a crop stores nothing new
 
 
 def test_lru_evicts_and_extends(hf, runs):
-    hf.prefix_cache_entries = 1
     mmlu = [replace(r, max_tokens=2) for r in runs["mmlu"]]
+    bb3 = bigbench(runs, "3")[:4]
+    # the two runs' prefix entries, each sized by its tensors' bytes
     generate(hf, mmlu[:4], reuse=True)
-    generate(hf, bigbench(runs, "3")[:4], reuse=True)  # evicts the MMLU entry
+    one = hf.prefix_stats["bytes"]
+    generate(hf, bb3, reuse=True)
+    two = hf.prefix_stats["bytes"] - one
+    assert one > 0 and two > 0 and hf.prefix_stats["entries"] == 2
+    # A bound that holds either entry but not both: each store evicts the other.
+    hf.prefix_cache.clear()
+    hf.prefix_stats = {k: 0 for k in hf.prefix_stats}
+    hf.prefix_cache.bound_bytes = max(one, two)
+    generate(hf, mmlu[:4], reuse=True)
+    generate(hf, bb3, reuse=True)  # evicts the MMLU entry
     generate(hf, mmlu[4:8], reuse=True)
     s = hf.prefix_stats
-    assert (s["misses"], s["hits"], s["extended"], len(hf._prefixes)) == (3, 0, 0, 1)
+    assert (s["misses"], s["hits"], s["extended"], s["evicted"], len(hf.prefix_cache)) == (3, 0, 0, 2, 1)
+    assert (s["entries"], s["bytes"]) == (1, one) == (len(hf.prefix_cache), hf.prefix_cache.held_bytes)
     # A batch sharing much more than a stored entry holds: the entry gives its part, only the rest
     # is computed (once), and stored as a second entry. Here: one MMLU prompt twice.
-    hf.prefix_cache_entries = 4
-    (run_prefix,) = hf._prefixes
+    hf.prefix_cache.bound_bytes = 1 << 40
+    (run_prefix,) = hf.prefix_cache
     twice = [mmlu[0], replace(mmlu[0], id="again", temperature=0.7, seed=1)]
     plain = generate(hf, twice, reuse=False)
     before = dict(hf.prefix_stats)
@@ -211,21 +223,25 @@ def test_lru_evicts_and_extends(hf, runs):
     assert extension == reused[0].prompt_tokens - 1 - len(run_prefix) > 0
     assert reused[0].computed_tokens - reused[0].output_tokens == 1 + extension
     assert reused[1].computed_tokens - reused[1].output_tokens == 1
-    assert len(hf._prefixes) == 2
+    assert len(hf.prefix_cache) == 2
 
 
-def test_no_lru_shares_within_the_batch(hf, runs):
-    hf.prefix_cache_entries = 0
+@pytest.mark.parametrize("bound", [0, 1024])
+def test_a_bound_too_small_for_an_entry_shares_within_the_batch_only(hf, runs, bound):
+    """0 bytes, or fewer than one entry needs: nothing is kept, a batch's rows still share its prefix."""
+    hf.prefix_cache.bound_bytes = bound
     reqs = runs["mmlu"][:8]
     plain = generate(hf, reqs, reuse=False)
     reused = generate(hf, reqs, reuse=True)
     assert_same(plain, reused)
-    assert not hf._prefixes and hf.prefix_stats["misses"] == 1
+    assert not hf.prefix_cache and hf.prefix_stats["misses"] == 1
+    assert (hf.prefix_stats["entries"], hf.prefix_stats["bytes"]) == (0, 0)
     assert computed_share(reused) < 0.4
 
 
 def test_backend_args_reach_the_backend(demo_submission, tmp_path):
     from effbench.backends import make_backend
+    from effbench.backends.options import HFOptions
     from effbench.submission import Submission
 
     def with_args(name: str, args: str) -> Submission:
@@ -234,13 +250,16 @@ def test_backend_args_reach_the_backend(demo_submission, tmp_path):
         (sub / "effbench.toml").write_text((sub / "effbench.toml").read_text() + "\n[backend_args]\n" + args)
         return Submission.load(sub)
 
-    backend = make_backend(with_args("off", "prefix_reuse = false\nprefix_cache_entries = 2\n"))
-    assert (backend.prefix_reuse, backend.prefix_cache_entries) == (False, 2)
-    assert make_backend(Submission.load(demo_submission)).prefix_reuse is True
-    with pytest.raises(EffbenchError, match="backend_args.prefix_cache_entries"):
-        make_backend(with_args("bad", "prefix_cache_entries = -1\n"))
-    with pytest.raises(EffbenchError, match="backend_args.prefix_reuse"):
-        make_backend(with_args("bad2", 'prefix_reuse = "no"\n'))
+    backend = make_backend(with_args("off", "prefix_reuse = false\nprefix_cache_bytes = 2000000\nprefill_chunk_tokens = 0\n"))
+    assert (backend.prefix_reuse, backend.prefix_cache_bytes, backend.prefill_chunk_tokens) == (False, 2_000_000, 0)
+    plain = make_backend(Submission.load(demo_submission))  # the defaults: HFOptions'
+    assert (plain.prefix_reuse, plain.prefix_cache_bytes) == (HFOptions().prefix_reuse, HFOptions().prefix_cache_bytes) == (True, None)
+    assert plain.prefill_chunk_tokens == (512 if plain.device == "cpu" else 0)
+    # refused when the manifest is read, before any backend is made (tests/test_submission.py: each backend)
+    with pytest.raises(EffbenchError, match=r"effbench.toml: field 'backend_args.prefix_cache_bytes': .*greater than or equal to 0"):
+        with_args("bad", "prefix_cache_bytes = -1\n")
+    with pytest.raises(EffbenchError, match=r"effbench.toml: field 'backend_args.prefix_reuse': Input should be a valid boolean"):
+        with_args("bad2", 'prefix_reuse = "no"\n')
 
 
 @pytest.mark.parametrize("reuse", [False, True])

@@ -24,7 +24,7 @@ def default_run(demo_submission, cache_dir, tmp_path_factory):
 def test_default_suite_writes_results_and_helm_run_folders(default_run):
     out, output = default_run
     results = json.loads((out / "results.json").read_text())
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == 2
     assert results["suite"]["name"] == "default"
     runs = results["runs"]
     assert len(runs) == 4
@@ -142,7 +142,7 @@ def test_results_json_follows_its_schema_and_report_renders_it(default_run, tmp_
 
     out, _ = default_run
     results = load_results(out)  # validates against effbench/schemas/results.schema.json
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == 2
     res = runner.invoke(app, ["report", str(out)])
     assert res.exit_code == 0 and "demo on default" in res.output and "dyck_language" in res.output
     broken = json.loads((out / "results.json").read_text())

@@ -84,7 +84,7 @@ def _prefixed(run: str, n: int, prefix: list[int], start: int = 0) -> tuple[list
 
 
 def test_prefix_groups_are_found_from_the_tokens():
-    from effbench.execute.scheduler import MIN_SHARED_PREFIX, prefix_groups
+    from effbench.execute.prefix import MIN_SHARED_PREFIX, prefix_groups
 
     shared = list(range(1, 61))  # 60 tokens: instructions and in-context examples
     a, ta = _prefixed("a", 5, shared)
@@ -104,7 +104,7 @@ def test_prefix_groups_are_found_from_the_tokens():
 
 
 def test_effbench_order_keeps_prefix_groups_together_in_chunks_and_serves_every_run_first():
-    from effbench.execute.scheduler import CHUNK_BATCHES, prefix_groups
+    from effbench.execute.prefix import CHUNK_BATCHES, prefix_groups
 
     runs = {name: _prefixed(name, 40, list(range(k * 100, k * 100 + 50))) for k, name in enumerate("abcde")}
     rs = [r for reqs, _ in runs.values() for r in reqs]

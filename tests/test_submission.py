@@ -164,6 +164,34 @@ def test_defaults_from_a_minimal_manifest(sub: Path) -> None:
     assert (m.backend, m.dtype, m.quantization, m.limits.max_batch_size) == ("hf", "float32", "none", 8)
 
 
+def test_backend_options_reach_the_backend(sub: Path, tmp_path: Path) -> None:
+    """What the manifest's [backend_args] set, and its backend's option defaults for the rest
+    (effbench/backends/options.py), are what the backend gets; --backend keeps only what was set."""
+    from effbench.backends import make_backend
+    from effbench.backends.options import FaultOptions, HTTPOptions, VLLMOptions
+
+    edit(sub, backend="http", endpoint="http://127.0.0.1:9", backend_args={"retries": 5})
+    be = make_backend(Submission.load(sub))
+    assert (be.retries, be.timeout_s, be.concurrency) == (5, HTTPOptions().timeout_s, 8)
+
+    edit(sub, backend="fault", endpoint=None, backend_args=None)
+    edit(sub, backend_args={"delay_s": 1, "prefix_reuse": False, "once": True, "state_dir": str(tmp_path / "state")})
+    be = make_backend(Submission.load(sub))
+    assert (be.delay_s, be.prefix_reuse, be.once, be.hang_on_batch) == (1.0, False, True, FaultOptions().hang_on_batch)
+    assert be.prefix_cache_bytes is FaultOptions().prefix_cache_bytes and be.state_dir.is_dir()
+    with pytest.raises(EffbenchError, match=r"--backend: .*backend_args.prefix_reuse: not an engine argument"):
+        Submission.load(sub).with_backend("vllm")  # an hf option means nothing to vllm
+
+    edit(sub, backend="vllm", backend_args=None)
+    edit(sub, backend_args={"lora_mode": "adapter", "enforce_eager": True, "max_num_seqs": 4})
+    be = make_backend(Submission.load(sub))  # made, not started: vLLM itself is not imported
+    assert (be.lora_mode, be.engine_args) == ("adapter", {"enforce_eager": True, "max_num_seqs": 4})
+    edit(sub, backend_args=None)
+    plain = Submission.load(sub)
+    assert make_backend(plain).lora_mode == VLLMOptions().lora_mode
+    assert plain.with_backend("hf").manifest.backend_args.prefix_reuse is True  # the defaults of the new backend
+
+
 # --------------------------------------------------------------------------- mistakes
 
 NOT_A_PICKLE = b"\x80\x04 this is not a pickle and must never be unpickled"
@@ -398,8 +426,43 @@ MISTAKES = [
                  "backend_args.load_format", id="backend-args-load-format-vllm"),
     pytest.param(_edit(backend="vllm", backend_args={"max_num_partial_prefills": 2}), [F(MANIFEST), "not an engine argument"],
                  "backend_args.max_num_partial_prefills", id="backend-args-unlisted-vllm"),
-    pytest.param(_edit(backend="vllm", backend_args={"enforce_eager": ["a"]}), [F(MANIFEST), "not a plain value"],
+    pytest.param(_edit(backend="vllm", backend_args={"enforce_eager": ["a"]}), [F(MANIFEST), "Input should be a valid boolean"],
                  "backend_args.enforce_eager", id="backend-args-non-scalar-vllm"),
+    # [backend_args] typed per backend (effbench/backends/options.py), refused when the manifest is read
+    pytest.param(_edit(backend_args={"prefix_cache_entries": 2}), [F(MANIFEST), "not an option of the hf backend",
+                 "prefix_cache_bytes"], "backend_args.prefix_cache_entries", id="backend-args-unknown-hf"),
+    pytest.param(_edit(backend_args={"prefix_cache_bytes": True}), [F(MANIFEST), "Input should be a valid integer (got True)"],
+                 "backend_args.prefix_cache_bytes", id="backend-args-bool-for-int-hf"),
+    pytest.param(_edit(backend_args={"prefix_reuse": "no"}), [F(MANIFEST), "Input should be a valid boolean (got 'no')"],
+                 "backend_args.prefix_reuse", id="backend-args-string-for-bool-hf"),
+    pytest.param(_edit(backend_args={"prefill_chunk_tokens": -1}), [F(MANIFEST), "greater than or equal to 0"],
+                 "backend_args.prefill_chunk_tokens", id="backend-args-negative-hf"),
+    pytest.param(_edit(backend="vllm", backend_args={"max_num_seqs": True}), [F(MANIFEST), "Input should be a valid integer"],
+                 "backend_args.max_num_seqs", id="backend-args-bool-for-int-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"enforce_eager": "true"}), [F(MANIFEST), "Input should be a valid boolean"],
+                 "backend_args.enforce_eager", id="backend-args-string-for-bool-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"lora_mode": "both"}), [F(MANIFEST), "'merged' or 'adapter'"],
+                 "backend_args.lora_mode", id="backend-args-lora-mode-vllm"),
+    pytest.param(_edit(backend="vllm", backend_args={"prefix_reuse": False}), [F(MANIFEST), "not an engine argument"],
+                 "backend_args.prefix_reuse", id="backend-args-hf-option-on-vllm"),
+    pytest.param(_edit(backend="http", endpoint="http://127.0.0.1:9", backend_args={"timeout": 5}),
+                 [F(MANIFEST), "not an option of the http backend", "timeout_s"], "backend_args.timeout", id="backend-args-unknown-http"),
+    pytest.param(_edit(backend="http", endpoint="http://127.0.0.1:9", backend_args={"retries": True}),
+                 [F(MANIFEST), "Input should be a valid integer"], "backend_args.retries", id="backend-args-bool-for-int-http"),
+    pytest.param(_edit(backend="http", endpoint="http://127.0.0.1:9", backend_args={"timeout_s": "60"}),
+                 [F(MANIFEST), "Input should be a valid number"], "backend_args.timeout_s", id="backend-args-string-for-float-http"),
+    pytest.param(_edit(backend="http", endpoint="http://127.0.0.1:9", backend_args={"trust_remote_code": True}),
+                 [F(MANIFEST), "--trust-remote-code"], "backend_args.trust_remote_code", id="backend-args-trust-remote-code-http"),
+    pytest.param(_edit(backend="fault", backend_args={"delay_ms": 5}), [F(MANIFEST), "not an option of the fault backend"],
+                 "backend_args.delay_ms", id="backend-args-unknown-fault"),
+    pytest.param(_edit(backend="fault", backend_args={"crash_on_batch": True}), [F(MANIFEST), "Input should be a valid integer"],
+                 "backend_args.crash_on_batch", id="backend-args-bool-for-int-fault"),
+    pytest.param(_edit(backend="fault", backend_args={"prefix_reuse": "false"}), [F(MANIFEST), "Input should be a valid boolean"],
+                 "backend_args.prefix_reuse", id="backend-args-string-for-bool-fault"),
+    pytest.param(_edit(backend="fault", backend_args={"device": "cuda:1"}), [F(MANIFEST), "not allowed"],
+                 "backend_args.device", id="backend-args-device-fault"),
+    pytest.param(_edit(backend="fault", backend_args={"once": True}), [F(MANIFEST), "need it"],
+                 "backend_args.state_dir", id="backend-args-once-without-state-dir-fault"),
     # Paths that leave the submission folder
     pytest.param(_edit(base="../elsewhere"), [F(MANIFEST), "outside the submission folder", "--allow-outside-paths"], "base",
                  id="base-dot-dot"),

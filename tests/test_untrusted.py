@@ -101,7 +101,7 @@ def test_the_flag_is_passed_to_every_loader_behind_the_gate(demo_submission, cac
     from dataclasses import replace
 
     from effbench.backends.hf import HFBackend
-    from effbench.challenge.helm_bridge import register_model
+    from effbench.challenge.helm_models import register_model
     from effbench.contracts import GenerationRequest
     from effbench.plan import prompt_tokens  # effbench's own prompt tokenizer (batching, prefix groups)
 
@@ -122,7 +122,7 @@ def test_helm_tokenizer_spec_carries_the_flag(demo_submission, tmp_path):
     from helm.benchmark.tokenizer_config_registry import get_tokenizer_config
     from helm.tokenizers.huggingface_tokenizer import HuggingFaceTokenizer
 
-    from effbench.challenge.helm_bridge import register_model
+    from effbench.challenge.helm_models import register_model
 
     register_model("effbench/clean-tokenizer", demo_submission / "base", 2048, trust_remote_code=False)
     args = dict(get_tokenizer_config("effbench/clean-tokenizer").tokenizer_spec.args)
@@ -192,7 +192,7 @@ try:
     if sys.argv[2] == "unset":  # the control: what a loader without the flag does on a terminal
         AutoTokenizer.from_pretrained(folder, local_files_only=True)
     else:
-        from effbench.challenge.helm_bridge import register_model
+        from effbench.challenge.helm_models import register_model
         from helm.benchmark.tokenizer_config_registry import TokenizerConfig, TokenizerSpec, register_tokenizer_config
         try:
             register_model("effbench/pty", Path(folder), 2048, trust_remote_code=False)

@@ -3,9 +3,13 @@ HELM's stop-sequence rule, a completion assembled from token ids and logprobs, r
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from effbench.contracts import Completion, GenerationRequest, TokenLogprob
+
+if TYPE_CHECKING:
+    from effbench.submission import Submission
 
 
 def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -53,6 +57,26 @@ def completion(tokenizer, req: GenerationRequest, ids: Sequence[int], logprobs: 
         tokens = list(prompt_tokens or ()) + tokens
         text = req.prompt + text
     return Completion(text, tuple(tokens), reason)
+
+
+def plan_ids_apply(submission: "Submission", model_dir: Path | None) -> bool:
+    """Whether the prompt token ids the plan sends (GenerationRequest.prompt_token_ids, made with
+    the submission's tokenizer folder: effbench/plan.py prompt_tokens) are the ones a tokenizer
+    loaded from `model_dir` makes: that folder is the tokenizer folder itself, or a merge, which
+    holds copies of the tokenizer folder's files (effbench/merge.py). A base served unmerged next
+    to a manifest `tokenizer` folder of its own is neither: the backend then encodes the prompts."""
+    tok = submission.tokenizer_dir
+    if tok is None or model_dir is None:
+        return False
+    model_dir = Path(model_dir)
+    return model_dir == tok or (submission.adapter_dir is not None and model_dir != submission.base_dir)
+
+
+def encode_prompts(tokenizer, batch: Sequence[GenerationRequest], plan_ids: bool) -> list[list[int]]:
+    """Each prompt's token ids: the plan's where they apply (plan_ids_apply), else encoded here,
+    special tokens included as the plan adds them."""
+    return [list(r.prompt_token_ids) if plan_ids and r.prompt_token_ids is not None
+            else tokenizer.encode(r.prompt, add_special_tokens=True) for r in batch]
 
 
 def request_problem(req: GenerationRequest, prompt_len: int, max_sequence_length: int) -> str | None:

@@ -25,52 +25,26 @@ from typing import Sequence
 
 from effbench.backends.hf import HFBackend
 from effbench.backends.common import allocator_stats
-from effbench.contracts import WARM_UP_ID, EffbenchError, GenerationRequest, GenerationResult
+from effbench.backends.options import FaultOptions
+from effbench.contracts import WARM_UP_ID, GenerationRequest, GenerationResult
 from effbench.submission import Submission
 
 
 class FaultBackend(HFBackend):
     name = "fault"
 
-    def __init__(
-        self,
-        submission: Submission,
-        *,
-        cache_dir: Path | None = None,
-        delay_s: float = 0.0,  # before every batch
-        batch_s: float | None = None,  # every batch takes exactly this long (compute, then sleep the rest)
-        hang_on_batch: int | None = None,  # this batch never returns
-        crash_on_batch: int | None = None,  # the process exits (code 13) on receiving this batch
-        raise_on_batch: int | None = None,  # this batch raises
-        die_between_batches_after: int | None = None,  # answers this batch, then exits (code 13) before the next
-        wrong_count_on_batch: int | None = None,  # this batch is answered with one result too few
-        raise_on_request: str | None = None,  # any batch holding a request whose id ends with this raises
-        broken_from_batch: int | None = None,  # from this batch on, every batch of the process raises
-        fail_starts: list[int] = (),  # these starts, counted over all processes in state_dir (1 = the first), raise
-        slow_stats_s: float = 0.0,  # the allocator stats answer after this long
-        child_process: bool = False,  # start() starts a process of its own that runs until close()
-        once: bool = False,  # each fault fires in one process only (needs state_dir)
-        state_dir: str | None = None,  # a folder the worker processes of one test share (markers, counts)
-        **hf_args,
-    ):
-        super().__init__(submission, cache_dir=cache_dir, **hf_args)  # prefix_reuse, prefix_cache_entries
-        if (once or fail_starts) and state_dir is None:
-            raise EffbenchError("fault backend: once and fail_starts need state_dir (shared by the worker processes)")
-        self.delay_s = delay_s
-        self.batch_s = batch_s
-        self.hang_on_batch = hang_on_batch
-        self.crash_on_batch = crash_on_batch
-        self.raise_on_batch = raise_on_batch
-        self.die_between_batches_after = die_between_batches_after
-        self.wrong_count_on_batch = wrong_count_on_batch
-        self.raise_on_request = raise_on_request
-        self.broken_from_batch = broken_from_batch
-        self.fail_starts = list(fail_starts)
-        self.slow_stats_s = slow_stats_s
-        self.child_process = child_process
+    options_model = FaultOptions  # the HF options and the fault knobs (effbench/backends/options.py)
+
+    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, **options):
+        super().__init__(submission, cache_dir=cache_dir, **options)
+        o: FaultOptions = self.options  # each knob's meaning: FaultOptions
+        self.delay_s, self.batch_s, self.slow_stats_s = o.delay_s, o.batch_s, o.slow_stats_s
+        self.hang_on_batch, self.crash_on_batch, self.raise_on_batch = o.hang_on_batch, o.crash_on_batch, o.raise_on_batch
+        self.die_between_batches_after, self.wrong_count_on_batch = o.die_between_batches_after, o.wrong_count_on_batch
+        self.raise_on_request, self.broken_from_batch = o.raise_on_request, o.broken_from_batch
+        self.fail_starts, self.child_process, self.once = list(o.fail_starts), o.child_process, o.once
+        self.state_dir = Path(o.state_dir) if o.state_dir is not None else None
         self.child: subprocess.Popen | None = None
-        self.once = once
-        self.state_dir = Path(state_dir) if state_dir is not None else None
         if self.state_dir is not None:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         self.batches = 0

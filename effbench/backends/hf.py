@@ -6,10 +6,15 @@ all in one pass. The loop below is the whole hot path; bench/ keeps it within 10
 
 Shared-prefix KV reuse: HELM's few-shot prompts of one run share most of their tokens
 (instructions + the same in-context examples). The batch's longest common token prefix is run
-once, at batch size 1, and its KV cache kept in a small LRU keyed by its token ids; each batch
-then prefills only its rows' suffixes on top of a copy of it. Same tokens and logprobs as
-prefilling every prompt whole (to float rounding); off for echo (it needs logits at every prompt
-position) and with `prefix_reuse = false` in the manifest's [backend_args].
+once, at batch size 1, and its KV cache kept in a cache keyed by its token ids, least recently
+used evicted first, bounded in bytes (`prefix_cache_bytes` in the manifest's [backend_args]; by
+default a share of the memory free once the model is loaded: the rule and the bound are
+effbench/execute/prefix.py's); each batch then prefills only its rows' suffixes on top of a copy
+of it. Same tokens and logprobs as prefilling every prompt whole (to float rounding); off for echo
+(it needs logits at every prompt position) and with `prefix_reuse = false`.
+
+Prompts arrive tokenized by the plan (GenerationRequest.prompt_token_ids): the lengths the
+scheduler batched by are the ones run here (backends/common.py plan_ids_apply says when they apply).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +35,9 @@ from effbench.contracts import (
     Timings,
     TokenLogprob,
 )
-from effbench.backends.common import completion, request_problem, token_texts
+from effbench.backends.common import completion, encode_prompts, plan_ids_apply, request_problem, token_texts
+from effbench.backends.options import HFOptions
+from effbench.execute.prefix import MIN_SHARED_PREFIX, PrefixCache, common_prefix_length, default_cache_bytes, shared_length
 from effbench.merge import merged_model_dir
 from effbench.submission import Submission
 
@@ -46,9 +52,6 @@ except ImportError as e:  # pragma: no cover - exercised only on an install with
 def _pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-
-# A shared prefix shorter than this is not worth a cache entry (or a second forward call).
-MIN_PREFIX = 32
 
 PrefixKV = list[tuple["torch.Tensor", "torch.Tensor"]]  # per layer (keys, values): [1, H, P, D]
 
@@ -70,15 +73,11 @@ class _Prefix:
 class HFBackend:
     name = "hf"
 
-    def __init__(
-        self, submission: Submission, *, cache_dir: Path | None = None, device: str | None = None,
-        prefix_reuse: bool = True, prefix_cache_entries: int = 4, prefill_chunk_tokens: int | None = None,
-    ):
-        if not isinstance(prefix_reuse, bool):
-            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefix_reuse': {prefix_reuse!r} is not true or false")
-        if not isinstance(prefix_cache_entries, int) or isinstance(prefix_cache_entries, bool) or prefix_cache_entries < 0:
-            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefix_cache_entries': "
-                                f"{prefix_cache_entries!r} is not a whole number >= 0")
+    options_model: type[HFOptions] = HFOptions  # what the manifest's [backend_args] may hold (the fault backend's: more)
+
+    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, device: str | None = None, **options):
+        """`options`: the fields of `options_model`, checked when the manifest was read (effbench/submission.py)."""
+        self.options = opts = self.options_model(**options)
         self.submission = submission
         self.cache_dir = cache_dir
         self.device = device or _pick_device()
@@ -90,15 +89,14 @@ class HFBackend:
         self.load_seconds = 0.0  # merge + model load
         self._batch_counter = 0
         self._piece_cache: dict[int, str] = {}
-        if prefill_chunk_tokens is not None and (not isinstance(prefill_chunk_tokens, int) or isinstance(prefill_chunk_tokens, bool)
-                                                  or prefill_chunk_tokens < 0):
-            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.prefill_chunk_tokens': "
-                                f"{prefill_chunk_tokens!r} is not a whole number >= 0 (0: the whole batch at once)")
         # tokens per prefill forward pass: a few rows on a CPU, the whole batch on a GPU (0)
-        self.prefill_chunk_tokens = (512 if self.device == "cpu" else 0) if prefill_chunk_tokens is None else prefill_chunk_tokens
-        self.prefix_reuse = prefix_reuse
-        self.prefix_cache_entries = prefix_cache_entries  # 0: a batch's prefix is shared by its rows only
-        self._prefixes: OrderedDict[tuple[int, ...], PrefixKV] = OrderedDict()  # LRU, most recent last
+        chunk = opts.prefill_chunk_tokens
+        self.prefill_chunk_tokens = (512 if self.device == "cpu" else 0) if chunk is None else chunk
+        self.prefix_reuse = opts.prefix_reuse
+        self.prefix_cache_bytes = opts.prefix_cache_bytes  # None: resolved in start(); 0: shared by a batch's rows only
+        # token ids -> prefix KV; bound resolved in start() (None: a share of the memory then free)
+        self.prefix_cache: PrefixCache[tuple[int, ...], PrefixKV] = PrefixCache(self.prefix_cache_bytes or 0)
+        self.plan_ids = False  # whether the plan's prompt token ids apply (start() knows)
         self.prefix_stats = _new_prefix_stats()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -138,12 +136,15 @@ class HFBackend:
         if m.quantization == "none":
             self.model.to(self.device)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.plan_ids = plan_ids_apply(self.submission, self.model_dir)
+        bound = default_cache_bytes(_free_bytes(self.device)) if self.prefix_cache_bytes is None else self.prefix_cache_bytes
+        self.prefix_cache = PrefixCache(bound)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.load_seconds = time.perf_counter() - t0
 
     def close(self) -> None:
         self.model = None
-        self._prefixes.clear()
+        self.prefix_cache.clear()
         if self.device == "cuda":
             torch.cuda.empty_cache()
 
@@ -161,7 +162,7 @@ class HFBackend:
         self._batch_counter += 1
         bid = self._batch_counter
         limit = self.capabilities.max_sequence_length
-        encoded = [self.tokenizer.encode(r.prompt, add_special_tokens=True) for r in batch]
+        encoded = encode_prompts(self.tokenizer, batch, self.plan_ids)
 
         results: list[GenerationResult | None] = [None] * len(batch)
         runnable: list[int] = []
@@ -329,41 +330,46 @@ class HFBackend:
         """The prefix this batch's rows share, or None (none worth it: the plain path).
 
         Every row keeps one suffix token at least (the last prompt position's logits come from the
-        suffix prefill). The stored entry that agrees longest with the batch, on m >= MIN_PREFIX
-        leading tokens, gives those m positions. When the batch shares MIN_PREFIX tokens or more
-        beyond them, the rest is computed once at batch size 1 on top of them and stored as a new
-        entry: a run's prefix is computed once, not once per batch, and a run whose prompts start
-        like another run's still gets its own entry."""
-        lcp = min(_common_prefix_length(encoded), min(len(ids) for ids in encoded) - 1)
+        suffix prefill). The stored entry that agrees longest with the batch, on m >=
+        MIN_SHARED_PREFIX leading tokens, gives those m positions. When the batch shares
+        MIN_SHARED_PREFIX tokens or more beyond them, the rest is computed once at batch size 1 on
+        top of them and stored as a new entry (least recently used ones evicted to fit the bound
+        in bytes): a run's prefix is computed once, not once per batch, and a run whose prompts
+        start like another run's still gets its own entry."""
+        lcp = shared_length(encoded)
         stats = self.prefix_stats
-        if lcp < MIN_PREFIX:
+        if lcp < MIN_SHARED_PREFIX:
             stats["plain"] += 1
             return None
         want = tuple(encoded[0][:lcp])
         base, hit = 0, None  # hit: the key of the stored entry giving the first `base` positions
-        for key in self._prefixes:
-            m = _common_prefix_length([key, want])
-            if m >= MIN_PREFIX and m > base:
+        for key in self.prefix_cache:
+            m = common_prefix_length([key, want])
+            if m >= MIN_SHARED_PREFIX and m > base:
                 base, hit = m, key
-        if hit is not None:
-            self._prefixes.move_to_end(hit)
-        if lcp - base < MIN_PREFIX:  # the stored entry covers (nearly) all: its first `base` positions
-            prefix = _Prefix(self._prefixes[hit], base, 0)
+        stored = self.prefix_cache.get(hit) if hit is not None else []  # now the most recently used
+        if lcp - base < MIN_SHARED_PREFIX:  # the stored entry covers (nearly) all: its first `base` positions
+            prefix = _Prefix(stored, base, 0)
         else:  # compute (the rest of) the prefix once, store it
-            kv = self._extend_prefix(self._prefixes[hit] if hit else [], base, want)
+            kv = self._extend_prefix(stored, base, want)
             if kv is None:
                 stats["plain"] += 1
                 return None
             stats["extended"] += int(hit is not None)
-            if self.prefix_cache_entries > 0:
-                self._prefixes[want] = kv
-                while len(self._prefixes) > self.prefix_cache_entries:
-                    self._prefixes.popitem(last=False)
+            self._store(want, kv)
             prefix = _Prefix(kv, lcp, lcp - base)
         stats["hits" if hit is not None else "misses"] += 1
         stats["computed_prefix_tokens"] += prefix.computed
         stats["reused_tokens"] += len(encoded) * prefix.length - prefix.computed
         return prefix
+
+    def _store(self, key: tuple[int, ...], kv: PrefixKV) -> None:
+        """Keep an entry, sized by its tensors' bytes (not stored when bigger than the bound)."""
+        cache, stats = self.prefix_cache, self.prefix_stats
+        evicted = cache.evicted
+        cache.put(key, kv, sum(k.nbytes + v.nbytes for k, v in kv))
+        stats["evicted"] += cache.evicted - evicted
+        stats["entries"], stats["bytes"] = len(cache), cache.held_bytes
 
     def _extend_prefix(self, kv: PrefixKV, base: int, ids: tuple[int, ...]) -> PrefixKV | None:
         """The KV of `ids` at batch size 1: positions < base copied from `kv`, the rest run through
@@ -459,19 +465,19 @@ class HFBackend:
 def _new_prefix_stats() -> dict[str, int]:
     """Batches that reused a stored prefix (hits; `extended` of them computed a longer one on top),
     computed theirs from scratch (misses) or had none worth sharing (plain); prefix tokens run
-    through the model, and prompt tokens that were not thanks to the sharing."""
-    return {"hits": 0, "misses": 0, "extended": 0, "plain": 0, "computed_prefix_tokens": 0, "reused_tokens": 0}
+    through the model, and prompt tokens that were not thanks to the sharing; entries evicted to
+    fit the bound, and the cache's entries and bytes held after the last store."""
+    return {"hits": 0, "misses": 0, "extended": 0, "plain": 0, "computed_prefix_tokens": 0, "reused_tokens": 0,
+            "evicted": 0, "entries": 0, "bytes": 0}
 
 
-def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest prefix all of `seqs` share (that of their lexicographic min and max)."""
-    lo, hi = min(seqs), max(seqs)
-    n = 0
-    for a, b in zip(lo, hi):
-        if a != b:
-            break
-        n += 1
-    return n
+def _free_bytes(device: str) -> int:
+    """Memory free now on `device`: the GPU's (CUDA's own count), or the host's available RAM."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def _completion_numbers(reqs: Sequence[GenerationRequest]):

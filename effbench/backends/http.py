@@ -19,6 +19,7 @@ from typing import Sequence
 import httpx
 
 from effbench.backends.common import cut_at_stop, request_problem
+from effbench.backends.options import HTTPOptions
 from effbench.contracts import (
     BackendCapabilities,
     Completion,
@@ -34,15 +35,16 @@ from effbench.submission import Submission
 class HTTPBackend:
     name = "http"
 
-    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, timeout_s: float = 3000.0,
-                 retries: int = 2, concurrency: int | None = None):
+    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, **options):
+        """`options`: the fields of HTTPOptions, checked when the manifest was read (effbench/submission.py)."""
+        o = self.options = HTTPOptions(**options)
         if not submission.manifest.endpoint:
             raise EffbenchError(f"{submission.manifest_path}: field 'endpoint': the http backend needs the server's URL")
         self.submission = submission
         self.endpoint = submission.manifest.endpoint.rstrip("/")
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.concurrency = concurrency or submission.manifest.limits.max_batch_size
+        self.timeout_s = o.timeout_s
+        self.retries = o.retries
+        self.concurrency = o.concurrency or submission.manifest.limits.max_batch_size
         self.client: httpx.Client | None = None
         self.model_dir = Path(self.endpoint)
         self.merged_now = False

@@ -2,9 +2,9 @@
 
 Same request semantics as the HF backend: both assemble their completions with
 effbench.backends.common (per-token texts, HELM's stop rule, echo), from vLLM's token ids and
-logprobs. Prefix caching is on (few-shot prompts share long prefixes). Engine arguments pass
-through from the manifest's `[backend_args]` (none that loads code or outside files: the
-manifest refuses those), except `lora_mode`: "merged" serves the merged
+logprobs. Prefix caching is on (few-shot prompts share long prefixes). The engine arguments of
+the manifest's `[backend_args]` pass through (only VLLMOptions' tuning knobs: effbench/backends/
+options.py; none that loads code or outside files), except `lora_mode`: "merged" serves the merged
 weights from effbench's merge cache, "adapter" serves the base with the unmerged adapter through
 a LoRARequest, to measure what merging buys.
 
@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from effbench.backends.common import completion, request_problem, token_texts
+from effbench.backends.common import completion, encode_prompts, plan_ids_apply, request_problem, token_texts
+from effbench.backends.options import VLLMOptions
 from effbench.contracts import (
     BackendCapabilities,
     EffbenchError,
@@ -49,16 +50,16 @@ def _import_vllm():
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, lora_mode: str = "merged", **engine_args):
-        if lora_mode not in ("merged", "adapter"):
-            raise EffbenchError(f"{submission.manifest_path}: field 'backend_args.lora_mode': {lora_mode!r} is not merged or adapter")
+    def __init__(self, submission: Submission, *, cache_dir: Path | None = None, **options):
+        """`options`: the fields of VLLMOptions, checked when the manifest was read (effbench/submission.py)."""
+        self.options = VLLMOptions(**options)
         if submission.manifest.quantization != "none":
             raise EffbenchError(f"{submission.manifest_path}: field 'quantization': the vllm backend serves unquantized"
                                 " weights here; use backend = \"hf\" for bitsandbytes")
         self.submission = submission
         self.cache_dir = cache_dir
-        self.lora_mode = lora_mode
-        self.engine_args = engine_args
+        self.lora_mode = self.options.lora_mode
+        self.engine_args = self.options.engine_args()
         self.llm = None
         self.tokenizer = None
         self.model_dir: Path | None = None
@@ -68,6 +69,7 @@ class VLLMBackend:
         self.device = "cpu"
         self._lora = None
         self._batches = 0
+        self.plan_ids = False  # whether the plan's prompt token ids apply (start() knows)
 
     @property
     def capabilities(self) -> BackendCapabilities:
@@ -110,6 +112,7 @@ class VLLMBackend:
         args["trust_remote_code"] = sub.trust_remote_code
         self.llm = vllm.LLM(model=str(self.model_dir), **args)
         self.tokenizer = self.llm.get_tokenizer()
+        self.plan_ids = plan_ids_apply(sub, self.model_dir)  # the engine's tokenizer is the model folder's
         self.eos_ids = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
         self.load_seconds = time.perf_counter() - t0
 
@@ -130,7 +133,7 @@ class VLLMBackend:
         queued = time.time()
         self._batches += 1
         bid, limit = self._batches, self.capabilities.max_sequence_length
-        encoded = [self.tokenizer.encode(r.prompt, add_special_tokens=True) for r in batch]
+        encoded = encode_prompts(self.tokenizer, batch, self.plan_ids)  # run as TokensPrompt below
         results: list[GenerationResult | None] = [None] * len(batch)
         run, params = [], []
         for i, (req, ids) in enumerate(zip(batch, encoded)):

@@ -5,13 +5,12 @@ Source: /work/shared/docs/CHALLENGE.md, "Scoring" (report: arXiv 2503.13507). Fo
 scenario; the geometric mean per suite; the weighted sum over suites (open 1/3, closed 2/3).
 Then Spearman between open and closed scores, the report's main finding (winners overfit open).
 
-`rank_results` is the pure computation on parsed results.json dicts; `load_results` reads files,
+`rank_results` is the pure computation on parsed results.json dicts; `read_all` reads files,
 `print_ranking` and `write_json` present. Errors a user can fix are EffbenchError, one line.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import warnings
@@ -327,27 +326,17 @@ def _spearman(suites: list[str], weights: dict[str, tuple[float, str]], subs: li
 # ---------------------------------------------------------------- files and presentation
 
 
-def load_results(paths: Sequence[Path]) -> tuple[list[Any], list[str]]:
-    """Read each results.json (a file, or a folder holding results.json): (parsed dicts, sources)."""
-    datas, sources = [], []
-    for p in map(Path, paths):
-        f = p / "results.json" if p.is_dir() else p
-        if not p.exists():
-            raise EffbenchError(f"{p}: no such file or folder (give a results.json or a folder holding one)")
-        if not f.is_file():
-            raise EffbenchError(f"{p}: no results.json in this folder" if p.is_dir() else f"{p}: not a results.json file")
-        try:
-            datas.append(json.loads(f.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as e:
-            raise EffbenchError(f"{f}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise EffbenchError(f"{f}: cannot read it ({type(e).__name__}: {e})".replace("\n", " ")) from None
-        sources.append(str(f))
-    return datas, sources
+def read_all(paths: Sequence[Path]) -> tuple[list[Any], list[str]]:
+    """Each results.json (a file, or a folder holding results.json) as on disk, read by
+    effbench/results.py: (parsed dicts, sources). Not checked against the full schema: rank checks
+    the fields it uses (_parse), so any version of the file, or another writer's, ranks."""
+    from effbench.results import read_results, results_file
+
+    return [read_results(p) for p in map(Path, paths)], [str(results_file(p)) for p in map(Path, paths)]
 
 
 def rank_files(paths: Sequence[Path]) -> Ranking:
-    datas, sources = load_results(paths)
+    datas, sources = read_all(paths)
     return rank_results(datas, sources)
 
 

@@ -6,7 +6,8 @@ loss, which is not the failure this is for). `--resume` reads it back; a torn la
 mark of a kill mid-write, is ignored on read and cut off only when `--resume` appends (reading
 never writes: `report` or `simulate` during a live run must not cut that run's journal). The
 header pins the plan (a digest of every request) and the submission (a fingerprint of its
-files): resuming against another is refused, naming what changed, not silently merged.
+files): resuming against another is refused, naming what changed, not silently merged. What
+one line may hold, checked strictly on read: journal_records.py.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Annotated, Iterable, Literal, Union
-
-from pydantic import Field, TypeAdapter, ValidationError
-from typing_extensions import NotRequired, TypedDict
+from typing import Iterable
 
 from effbench.atomic import write_text_atomic
-from effbench.contracts import Completion, EffbenchError, GenerationRequest, GenerationResult, Timings, TokenLogprob
+from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult
+from effbench.execute.journal_records import BadRecord, is_torn, parse_record, result_from_json, result_to_json
 
 JOURNAL_NAME = "journal.jsonl"
 # 2: the plan digest covers every request field (1 left out top_p and seed); the header has the
@@ -34,81 +33,10 @@ JOURNAL_VERSION = 2
 READS_VERSIONS = (1, 2)
 
 
-# The shape of each journal line, checked strictly on read (a string where a number belongs is
-# refused, every key the journal always writes is required) so that a damaged or foreign journal
-# is one error naming its line and field, not a crash or a wrong score later. Unknown keys are
-# ignored: a newer effbench may add fields. TypedDicts, not the dataclasses of contracts.py: their
-# defaults would let a missing key pass silently.
-class _TokenRecord(TypedDict):
-    text: str
-    logprob: float
-    top_logprobs: list[tuple[str, float]]
-    token_id: int | None
-
-
-class _CompletionRecord(TypedDict):
-    text: str
-    tokens: list[_TokenRecord]
-    finish_reason: str
-
-
-class _TimingsRecord(TypedDict):
-    queued: float
-    started: float | None
-    first_token: float | None
-    finished: float | None
-
-
-class _ResultRecord(TypedDict):
-    kind: Literal["result"]
-    request_id: str
-    completions: list[_CompletionRecord]
-    prompt_tokens: int
-    output_tokens: int
-    timings: _TimingsRecord
-    batch_id: int
-    batch_size: int
-    computed_tokens: int
-    cached_tokens: NotRequired[int]  # absent in journals written before prefix reuse
-    error: str | None
-
-
-class _FingerprintRecord(TypedDict):
-    manifest: str  # sha256 of effbench.toml
-    files: dict[str, tuple[int, int]]  # "adapter/adapter_model.safetensors" -> (size, mtime_ns)
-
-
-class _HeaderRecord(TypedDict):
-    kind: Literal["header"]
-    version: int
-    plan_digest: str
-    fingerprint: NotRequired[_FingerprintRecord]  # absent in version 1
-    submission: NotRequired[str]
-    suite: NotRequired[str]
-    requests: NotRequired[int]
-
-
-class _ExecuteRecord(TypedDict):
-    kind: Literal["execute"]
-    started: float
-    deadline: float | None
-    order: str
-    requests: int
-
-
-class _DeadlineRecord(TypedDict):
-    kind: Literal["deadline"]
-    at: float
-    cancelled: int
-    not_started: int
-
-
-_RECORD = TypeAdapter(Annotated[Union[_HeaderRecord, _ResultRecord, _ExecuteRecord, _DeadlineRecord], Field(discriminator="kind")])
-
-
 def plan_digest(requests: Iterable[GenerationRequest], version: int = JOURNAL_VERSION) -> str:
     """A hash of what will be asked, to match a journal to a plan: every field of every request
-    (all of GenerationRequest's, so a field added later is covered without a change here). A
+    (all of GenerationRequest's that make its identity, so a field added later is covered without
+    a change here; the plan's token ids are not: they follow from the prompt and the tokenizer). A
     version 1 journal's digest is computed as version 1 did, so that it can still be resumed."""
     h = hashlib.sha256()
     for r in requests:
@@ -116,7 +44,9 @@ def plan_digest(requests: Iterable[GenerationRequest], version: int = JOURNAL_VE
             h.update(json.dumps([r.id, r.prompt, r.max_tokens, list(r.stop_sequences), r.temperature, r.num_completions,
                                  r.top_k_per_token, r.echo_prompt], ensure_ascii=False).encode())
         else:
-            h.update(json.dumps(asdict(r), ensure_ascii=False, sort_keys=True).encode() + b"\n")
+            whole = asdict(r)
+            identity = {f.name: whole[f.name] for f in fields(r) if f.compare}
+            h.update(json.dumps(identity, ensure_ascii=False, sort_keys=True).encode() + b"\n")
     return h.hexdigest()[:24]
 
 
@@ -153,37 +83,6 @@ def fingerprint_changes(old: dict, new: dict) -> list[str]:
     return changes
 
 
-def result_to_json(r: GenerationResult) -> dict:
-    return asdict(r)
-
-
-def result_from_json(d: dict) -> GenerationResult:
-    """A result from a record already checked against _ResultRecord (read_journal does)."""
-    completions = tuple(
-        Completion(
-            text=c["text"],
-            tokens=tuple(
-                TokenLogprob(t["text"], t["logprob"], tuple((a, b) for a, b in t["top_logprobs"]), t["token_id"])
-                for t in c["tokens"]
-            ),
-            finish_reason=c["finish_reason"],
-        )
-        for c in d["completions"]
-    )
-    return GenerationResult(
-        request_id=d["request_id"],
-        completions=completions,
-        prompt_tokens=d["prompt_tokens"],
-        output_tokens=d["output_tokens"],
-        timings=Timings(**d["timings"]),
-        batch_id=d["batch_id"],
-        batch_size=d["batch_size"],
-        computed_tokens=d["computed_tokens"],
-        cached_tokens=d.get("cached_tokens", 0),  # absent in journals written before prefix reuse
-        error=d["error"],
-    )
-
-
 class Journal:
     """Append-only; one JSON line per result, one unbuffered write per batch. A write that fails
     (disk full) is cut back off the file, so the journal keeps only whole lines: every result
@@ -216,7 +115,7 @@ class Journal:
         tail = data[start:]
         if not tail:
             return
-        if _torn(tail.decode("utf-8", errors="replace")):  # decoded as read_journal does
+        if is_torn(tail.decode("utf-8", errors="replace")):  # decoded as read_journal does
             warnings.warn(f"{self.path}: torn last journal line dropped ({len(tail)} bytes, not valid JSON);"
                           " its batch runs again")
             os.ftruncate(self._f.fileno(), start)
@@ -249,15 +148,6 @@ class Journal:
         self._f.close()
 
 
-def _torn(line: str | bytes) -> bool:
-    """Whether a line is not valid JSON (what a kill mid-write leaves), by the same parser as read_journal."""
-    try:
-        _RECORD.validate_json(line, strict=True)
-    except ValidationError as e:
-        return e.errors(include_url=False)[0]["type"] == "json_invalid"
-    return False
-
-
 def read_journal(path: Path) -> tuple[dict, list[GenerationResult], list[dict]]:
     """(header, results, events), every line checked before anything runs. A LAST line that is
     not valid JSON (a kill mid-write, or a live run's batch half written) is ignored with a
@@ -274,16 +164,15 @@ def read_journal(path: Path) -> tuple[dict, list[GenerationResult], list[dict]]:
     events: list[dict] = []
     for i, line in enumerate(lines, start=1):
         try:
-            rec = _RECORD.validate_json(line, strict=True)
-        except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            if first["type"] == "json_invalid":
+            rec = parse_record(line)
+        except BadRecord as e:
+            if e.torn:
                 if i == len(lines):
                     warnings.warn(f"{path}:{i}: torn last journal line ignored (not valid JSON: a kill mid-write);"
                                   " --resume drops it and runs its batch again")
                     break
-                raise EffbenchError(f"{path}:{i}: corrupt journal line (not valid JSON: {first['msg']})") from None
-            raise EffbenchError(f"{path}:{i}: {_shape_error(first)}") from None
+                raise EffbenchError(f"{path}:{i}: corrupt journal line ({e})") from None
+            raise EffbenchError(f"{path}:{i}: {e}") from None
         kind = rec["kind"]
         if (kind == "header") != (i == 1):
             raise EffbenchError(f"{path}:{i}: field 'kind': {kind!r} record; the header must be line 1 and only line 1")
@@ -299,26 +188,6 @@ def read_journal(path: Path) -> tuple[dict, list[GenerationResult], list[dict]]:
     if header is None:
         raise EffbenchError(f"{path}:1: journal has no header line")
     return header, results, events
-
-
-def _shape_error(err: dict) -> str:
-    """One pydantic error as "field 'completions.0.text': <what is wrong>, got <value> (result record)"."""
-    loc = [str(x) for x in err["loc"]]
-    if err["type"] == "union_tag_not_found":
-        return "field 'kind': missing"
-    if err["type"] == "union_tag_invalid":
-        return f"field 'kind': {_short(err['input']['kind'])} is not a journal record kind (header, result, execute, deadline)"
-    if not loc:
-        return f"not a journal record: {err['msg']} (got {_short(err['input'])})"
-    kind, field = loc[0], ".".join(loc[1:])
-    if err["type"] == "missing":
-        return f"field '{field}': missing ({kind} record)"
-    return f"field '{field}': {err['msg']}, got {_short(err['input'])} ({kind} record)"
-
-
-def _short(value) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # errno -> which of the output folder's problems it is

@@ -7,7 +7,7 @@ Orders:
 - `effbench`: identical greedy prompts computed once; the first request of every run first;
   then the rest in chunks of a few batches, each chunk from one prefix group (the requests whose
   prompts share a long common prefix, found from their tokens: a few-shot run's instructions and
-  in-context examples), bucketed by max_tokens and prompt length (less padding), the chunk of the
+  in-context examples; the rule is effbench/execute/prefix.py's), bucketed by max_tokens and prompt length (less padding), the chunk of the
   most starved group next. A chunk's batches share their prefix, so a backend computes it once per
   chunk (the HF backend's prefix cache, vLLM's prefix caching); chunks rotate, so under a tight
   budget every run has answers: the challenge's geometric mean punishes one empty scenario far
@@ -29,7 +29,6 @@ like the deadline: the batch in flight cancelled, the rest not started, what was
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import threading
 import time
@@ -38,45 +37,12 @@ from typing import Callable, Protocol, Sequence
 
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Timings
 from effbench.execute.policy import isolate
+from effbench.execute.prefix import PrefixGroup, chunked
 from effbench.execute.journal import Journal
 from effbench.execute.worker import BackendRaised, Interrupted, WorkerCrashed, WorkerTimeout
 
 BatchCallback = Callable[[list[GenerationRequest], list[GenerationResult]], None]
 ORDERS = ("effbench", "helm")
-CHUNK_BATCHES = 4  # effbench order: batches of one prefix group that go out together
-MIN_SHARED_PREFIX = 32  # tokens: a shorter common prefix is not worth caching (the HF backend's bar too)
-
-
-@dataclass(frozen=True)
-class PrefixGroup:
-    key: str  # requests with the same key share their first `tokens` prompt tokens
-    tokens: int  # 0: no prefix worth sharing (the group is then just the run)
-
-
-def prefix_groups(requests: Sequence[GenerationRequest], token_ids: dict[str, Sequence[int]]) -> dict[str, PrefixGroup]:
-    """Each run's longest common prompt prefix, in tokens. Runs with the same prefix form one group
-    (keyed by the prefix's hash); a run whose prompts share fewer than MIN_SHARED_PREFIX tokens is
-    a group of its own with no prefix. A single-request run shares nothing."""
-    by_run: dict[str, list[GenerationRequest]] = {}
-    for r in requests:
-        by_run.setdefault(r.origin.run, []).append(r)
-    out: dict[str, PrefixGroup] = {}
-    for run, reqs in by_run.items():
-        first = list(token_ids[reqs[0].id])
-        n = len(first) - 1 if len(reqs) > 1 else 0  # every prompt keeps a token of its own
-        for r in reqs[1:]:
-            ids = token_ids[r.id]
-            n = min(n, len(ids) - 1)
-            k = 0
-            while k < n and ids[k] == first[k]:
-                k += 1
-            n = k
-        if n >= MIN_SHARED_PREFIX:
-            group = PrefixGroup("prefix:" + hashlib.sha1(repr(first[:n]).encode()).hexdigest()[:16], n)
-        else:
-            group = PrefixGroup("run:" + run, 0)
-        out.update({r.id: group for r in reqs})
-    return out
 
 
 class Executor(Protocol):
@@ -182,7 +148,7 @@ def plan_batches(
     groups: dict[str, PrefixGroup] | None = None,
 ) -> tuple[list[list[GenerationRequest]], dict[str, list[str]]]:
     """(batches in execution order, duplicates: representative id -> ids answered by it).
-    `groups` (from prefix_groups): without it, each run is taken as its own group."""
+    `groups` (from effbench.execute.prefix.prefix_groups): without it, each run is taken as its own group."""
     if order == "helm":
         batches, i = [], 0
         while i < len(requests):
@@ -227,7 +193,7 @@ def plan_batches(
     chunks: dict[str, list[list[list[GenerationRequest]]]] = {}
     for g, reqs in members.items():
         rest = _length_batches([r for r in reqs if r.id not in taken], lengths, max_batch_size)
-        chunks[g] = [rest[i : i + CHUNK_BATCHES] for i in range(0, len(rest), CHUNK_BATCHES)]
+        chunks[g] = chunked(rest)
     done = {g: sum(r.id in taken for r in reqs) / len(reqs) for g, reqs in members.items()}
     while any(chunks.values()):
         g = min((g for g in chunks if chunks[g]), key=lambda g: done[g])

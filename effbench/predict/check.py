@@ -10,18 +10,21 @@ expected score, and so the score a budget overrun would cost.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from effbench.atomic import write_json_atomic
+from effbench.backends.options import HFOptions, VLLMOptions
 from effbench.contracts import EffbenchError
 from effbench.predict.cost_model import FEATURES, answered_by, project, stratified_probe
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
+from effbench.results import write_check
 from effbench.runner import start_executor
-from effbench.score import main_metric, metric_columns
+from effbench.score import main_metric, metric_columns, not_run_records, suite_score
+from effbench.execute.prefix import tokens_kept
 from effbench.execute.scheduler import InProcess, Scheduler
 from effbench.submission import Submission
 from effbench.challenge.suites import Suite
@@ -52,27 +55,25 @@ def _probe_scores(plan, probe_ids: set[str], results, session, suite: Suite) -> 
     return scores
 
 
-def _suite_score(suite: Suite, plan, run_scores: dict[str, float]) -> float:
-    """Mean over scenarios of the mean score of their runs (runs not run count zero)."""
-    by: dict[str, list[float]] = {}
-    for p in plan.plans:
-        by.setdefault(suite.group_of(p.entry), []).append(run_scores.get(p.name, 0.0))
-    entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
-    for name in plan.not_run:
-        by.setdefault(suite.group_of(entry_of[name]), []).append(0.0)
-    return float(np.mean([np.mean(v) for v in by.values()])) if by else 0.0
+def _expected_suite_score(suite: Suite, plan, run_scores: dict[str, float]) -> float:
+    """score.suite_score of the plan's runs with these scores (runs not run count 0)."""
+    runs = [{"scenario": suite.group_of(p.entry), "score": run_scores.get(p.name, 0.0)} for p in plan.plans]
+    return suite_score(runs + not_run_records(plan, suite)) or 0.0
 
 
-def _prefix_cache_entries(submission: Submission) -> int:
-    """How many shared prefixes the backend keeps cached (what the projection may count as free):
-    the HF backend's LRU, vLLM's prefix caching (bounded by KV space, not by count), none known
-    behind an HTTP server."""
-    args = submission.manifest.backend_args
-    if submission.manifest.backend in ("hf", "fault"):
-        return int(args.get("prefix_cache_entries", 4)) if args.get("prefix_reuse", True) else 0
-    if submission.manifest.backend == "vllm":
-        return 1_000_000 if args.get("enable_prefix_caching", True) else 0
-    return 0
+def _prefix_cache(submission: Submission) -> tuple[str, int | None]:
+    """How the backend keeps shared prefixes, from the manifest's typed options and their defaults
+    (effbench/backends/options.py): ("bounded", prefix_cache_bytes, None for the default share of
+    free memory) for the HF backend's cache (effbench/execute/prefix.py), which the memory fit
+    counts and the projection replays; ("engine", None) for vLLM's prefix caching, inside the KV
+    space the engine allocates anyway and bounded by it; ("none", None) with reuse off, or behind
+    an HTTP server (nothing known)."""
+    o = submission.manifest.backend_args
+    if isinstance(o, HFOptions):  # hf, and fault (its subclass)
+        return ("bounded", o.prefix_cache_bytes) if o.prefix_reuse else ("none", None)
+    if isinstance(o, VLLMOptions) and o.enable_prefix_caching is not False:  # None: on, as vllm.py starts the engine
+        return "engine", None
+    return "none", None
 
 
 def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str, probe_fraction: float,
@@ -98,7 +99,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     requests = plan.requests(suite.name)
     if not requests:
         raise EffbenchError(f"suite {suite.name}: no request to check (every run is filtered out or not run)")
-    lengths, prefixes = prompt_shapes(submission, requests)
+    requests, lengths, prefixes = prompt_shapes(submission, requests)
     probe = stratified_probe(requests, probe_fraction)
     progress.on_plan({"probe": len(probe)})
 
@@ -124,9 +125,14 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
             t = translate_coefficients(CostCoefficients(*c), here, target, dtype)
             return np.array([t.fixed, t.prefill, t.step, t.row])
     results = report.results
+    kind, cache_bytes = _prefix_cache(submission)
+    mem = fit_submission(submission, target, prefix_cache_bytes=cache_bytes if kind == "bounded" else 0,
+                         prefix_tokens=tokens_kept(prefixes, lengths))
+    # the projection's cache: the HF backend's bound on the target card, vLLM's as good as unbounded
+    replay = {"bounded": mem.prefix_bound_bytes, "engine": sys.maxsize, "none": None}[kind]
     proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
                    order=opts.order, coef_transform=transform, groups=prefixes,
-                   prefix_cache_entries=_prefix_cache_entries(submission))
+                   prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token)
     q05, q50, q95 = proj.quantiles()
     budget_min = suite.budget_minutes if budget_minutes is None else budget_minutes
     budget_s = budget_min * 60
@@ -140,7 +146,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         kept = {k: (v if done.get(k, 0) >= sizes[k] else 0.0) for k, v in known.items()}
     else:
         kept = {k: v * min(done.get(k, 0), sizes[k]) / sizes[k] for k, v in known.items()}
-    full, within = _suite_score(suite, plan, known), _suite_score(suite, plan, kept)
+    full, within = _expected_suite_score(suite, plan, known), _expected_suite_score(suite, plan, kept)
 
     runs = []
     for p in plan.plans:
@@ -153,7 +159,6 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
             "past_budget": med is not None and med > budget_s,
             "probe_score": scores[p.name],
         })
-    mem = fit_submission(submission, target)
     report = {
         "verdict": verdict,
         "exit_code": VERDICT_EXIT[verdict],
@@ -177,9 +182,10 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         "items_past_budget": sum(r["requests"] - r["answered_within_budget"] for r in runs),
         "expected_score": {"if_all_finish": full, "within_budget": within, "lost": full - within},
         "memory": {"fits": mem.fits, "summary": mem.summary(), "total_bytes": mem.total_bytes,
-                   "available_bytes": mem.available_bytes, "max_batch_that_fits": mem.max_batch_that_fits},
+                   "available_bytes": mem.available_bytes, "max_batch_that_fits": mem.max_batch_that_fits,
+                   "prefix_cache_bytes": mem.prefix_cache_bytes, "prefix_bound_bytes": mem.prefix_bound_bytes},
         "not_run": plan.not_run,
     }
     # kept next to the probe's files: `effbench report RUN_OUT --prediction` draws it against a real run
-    write_json_atomic(opts.out / "check.json", report, default=str)
+    write_check(opts.out, report)
     return report

@@ -10,7 +10,9 @@ every run) runs through the scheduler's real batching. Each probe batch gives on
 from a shared prefix's cache, plus the shared prefix where this batch computed it; decode_steps:
 forward passes after the prefill, the longest output in the batch; decoded_tokens: all rows'
 outputs), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
-projection replays the scheduler's prefix groups through a cache of the backend's size. The projection lays out the full suite with the scheduler's own
+projection replays the scheduler's prefix groups through a cache of the backend's bound in bytes
+(effbench/execute/prefix.py's PrefixCache, as the HF backend keeps it). The projection lays out
+the full suite with the scheduler's own
 batching and draws each request's output length from its run's probe outputs (bounded by
 max_tokens), many times, refitting on resampled probe batches each time: the spread of those
 totals is the interval.
@@ -25,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from effbench.contracts import GenerationRequest, GenerationResult
-from effbench.execute.scheduler import PrefixGroup, plan_batches
+from effbench.execute.prefix import PrefixCache, PrefixGroup
+from effbench.execute.scheduler import plan_batches
 
 FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
 
@@ -116,12 +119,13 @@ def project(
     seed: int = 0,
     coef_transform=None,
     groups: dict[str, PrefixGroup] | None = None,
-    prefix_cache_entries: int = 0,
+    prefix_cache_bytes: int | None = None,
+    kv_bytes_per_token: int = 1,
 ) -> Projection:
     """Project the execute time of `requests` (the whole suite) from the probe's results.
     `coef_transform` maps fitted coefficients to another machine (roofline translation);
-    `groups` and `prefix_cache_entries` (0: the backend caches no prefix) say which prompt
-    tokens the backend will serve from its prefix cache."""
+    `groups`, `prefix_cache_bytes` (None: the backend shares no prefix; 0: only within a batch)
+    and `kv_bytes_per_token` say which prompt tokens the backend will serve from its prefix cache."""
     X, y = batch_observations(probe_results)
     if len(y) == 0:
         raise ValueError("the probe produced no timed batch")
@@ -138,7 +142,7 @@ def project(
     batches, dupes = plan_batches(requests, lengths, max_batch_size, order, groups)
     flat = [q for b in batches for q in b]
     starts = np.cumsum([0] + [len(b) for b in batches[:-1]])
-    prefill = np.array(expected_prefill(batches, lengths, groups or {}, prefix_cache_entries), dtype=float)
+    prefill = np.array(expected_prefill(batches, lengths, groups or {}, prefix_cache_bytes, kv_bytes_per_token), dtype=float)
     rows_per_req = np.array([q.num_completions for q in flat], dtype=float)
 
     # Draw output lengths: [samples, requests]
@@ -176,23 +180,24 @@ def project(
 
 
 def expected_prefill(batches: Sequence[Sequence[GenerationRequest]], lengths: dict[str, int],
-                     groups: dict[str, PrefixGroup], cache_entries: int) -> list[int]:
+                     groups: dict[str, PrefixGroup], cache_bytes: int | None, bytes_per_token: int = 1) -> list[int]:
     """Each batch's prefill tokens as the backend will compute them: a batch whose requests all
-    share a group's prefix runs only their suffixes, plus the prefix itself when it is not in the
-    backend's cache (least recently used, `cache_entries` prefixes)."""
-    cache: list[str] = []
+    share a group's prefix runs only their suffixes, plus the prefix itself (once) when it is not
+    in the backend's cache: least recently used first out, `cache_bytes` at most, an entry being
+    its group's prefix at `bytes_per_token`. None: the backend shares no prefix at all."""
+    cache: PrefixCache[str, None] = PrefixCache(cache_bytes or 0)
     out = []
     for b in batches:
         g = {groups[q.id] if q.id in groups else None for q in b}
         group = g.pop() if len(g) == 1 else None
-        if group is None or group.tokens == 0 or cache_entries == 0:
+        if group is None or group.tokens == 0 or cache_bytes is None:
             out.append(len(b) * max(lengths[q.id] for q in b))
             continue
         hit = group.key in cache
         if hit:
-            cache.remove(group.key)
-        cache.append(group.key)
-        del cache[:-cache_entries]
+            cache.get(group.key)
+        else:
+            cache.put(group.key, None, group.tokens * bytes_per_token)
         cached = [group.tokens] * len(b) if hit else [0] + [group.tokens] * (len(b) - 1)
         out.append(prefill_tokens([lengths[q.id] for q in b], cached))
     return out

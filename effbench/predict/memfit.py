@@ -11,7 +11,13 @@ next to it and carried in `MemoryFit.assumptions`:
   blocksize 64, no double quantization): 0.5 byte per weight + one float32 absmax per 64 weights
   = 0.5625 byte per weight.
 - KV cache: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes x batch x sequence length,
-  fully allocated (HF's dynamic cache grows to this at the longest sequence of a batch).
+  fully allocated (HF's dynamic cache grows to this at the longest sequence of a batch); the
+  bytes per token are effbench/execute/prefix.py's kv_bytes, as for the prefix cache.
+- prefix cache (the HF backend's shared prefixes, kept across batches): at most its bound, the
+  manifest's `prefix_cache_bytes` or by default a share of what the weights and runtime leave
+  free (prefix.default_cache_bytes); and at most what the suite gives it to keep (its prefix
+  groups' prefixes, prefix.tokens_kept), when the caller knows that. A bound the suite never fills
+  is memory the cache never takes.
 - activations: float32 logits of the last position (batch x vocab x 4; prompt logprobs of echo
   requests, batch x seq x vocab, are not counted) + one layer's live prefill activations,
   batch x seq x (2 x intermediate + 4 x hidden) x dtype bytes (MLP gate and up outputs and a few
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Iterable
 
 from effbench.contracts import EffbenchError
+from effbench.execute.prefix import default_cache_bytes, kv_bytes
 from effbench.predict.hardware import GiB, HardwareProfile
 from effbench.submission import Submission, safetensors_header
 
@@ -160,8 +167,11 @@ class MemoryFit:
     available_bytes: int
     headroom_bytes: int  # available - total; negative when it does not fit
     fits: bool
-    max_batch_that_fits: int  # at seq_len; 0 when weights and runtime alone do not fit
+    max_batch_that_fits: int  # at seq_len; 0 when weights, runtime and prefix cache alone do not fit
     assumptions: tuple[str, ...]
+    prefix_cache_bytes: int = 0  # what the prefix cache holds at most (counted in total_bytes)
+    prefix_bound_bytes: int = 0  # the cache's bound on this card (what it may hold, needed or not)
+    kv_bytes_per_token: int = 0  # one sequence position's KV, all layers
 
     def summary(self) -> str:
         def g(x: int) -> str:
@@ -174,6 +184,7 @@ class MemoryFit:
             f"{verdict} on {self.profile}: {g(self.total_bytes)} of {g(self.available_bytes)} GiB"
             f" (weights {g(self.weights_bytes)} [{self.params.total / 1e9:.3g}B params, {self.dtype}{q}]"
             f" + KV cache {g(self.kv_cache_bytes)} at batch {self.batch_size} x {self.seq_len} tokens"
+            f"{f' + prefix cache {g(self.prefix_cache_bytes)}' if self.prefix_cache_bytes else ''}"
             f" + activations {g(self.activation_bytes)} + runtime {g(self.runtime_bytes)}), {room};"
             f" largest batch at {self.seq_len} tokens: {self.max_batch_that_fits}"
         )
@@ -189,10 +200,15 @@ def fit_model(
     seq_len: int,
     weights: Iterable[Path] = (),
     param_count: int | None = None,
+    prefix_cache_bytes: int | None = 0,
+    prefix_tokens: int | None = None,
 ) -> MemoryFit:
     """Memory needed by a model (config.json + safetensors files) at batch x seq_len on `profile`.
     The parameter count comes from `param_count` if given, else the safetensors headers, else an
-    estimate from the config (Llama-shaped)."""
+    estimate from the config (Llama-shaped). `prefix_cache_bytes`: the HF backend's prefix cache
+    bound (0: none kept; None: the default share of what weights and runtime leave free);
+    `prefix_tokens`: the most prefix tokens the suite would have it keep (None: unknown, the
+    whole bound is counted)."""
     if dtype not in DTYPE_BYTES:
         raise EffbenchError(f"dtype {dtype!r}: one of {', '.join(DTYPE_BYTES)}")
     if batch_size < 1 or seq_len < 1:
@@ -208,12 +224,15 @@ def fit_model(
     b = DTYPE_BYTES[dtype]
 
     w = weights_bytes(params, dtype, quantization)
-    kv_per_seq = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * b * seq_len
+    per_token = kv_bytes(shape.num_layers, shape.num_kv_heads, shape.head_dim, b)
+    kv_per_seq = per_token * seq_len
     act_per_seq = shape.vocab_size * 4 + seq_len * (2 * shape.intermediate_size + 4 * shape.hidden_size) * b
     runtime = RUNTIME_BYTES[profile.kind]
-    fixed = w + runtime
-    total = fixed + batch_size * (kv_per_seq + act_per_seq)
     available = profile.memory_bytes
+    bound = default_cache_bytes(max(0, available - w - runtime)) if prefix_cache_bytes is None else prefix_cache_bytes
+    prefix = bound if prefix_tokens is None else min(bound, prefix_tokens * per_token)
+    fixed = w + runtime + prefix
+    total = fixed + batch_size * (kv_per_seq + act_per_seq)
     max_batch = max(0, (available - fixed) // (kv_per_seq + act_per_seq))
 
     assumptions = [
@@ -225,6 +244,10 @@ def fit_model(
         " echo prompt logprobs not counted",
         f"runtime: {runtime / GiB:g} GiB ({'CUDA context, workspaces, allocator slack' if profile.kind == 'gpu' else 'Python + torch'})",
     ]
+    if bound:
+        source = "a share of the memory left free" if prefix_cache_bytes is None else "prefix_cache_bytes"
+        need = "its whole bound" if prefix_tokens is None else f"at most the {prefix_tokens:,} prefix tokens the suite would keep"
+        assumptions.append(f"prefix cache: bound {bound / GiB:.2f} GiB ({source}); counted: {need}")
     if quantization == "bnb-4bit":
         assumptions.append(f"bnb-4bit: NF4, {BNB4_BYTES} byte per Linear weight (float32 absmax per {BNB4_BLOCK}); others in {dtype}")
     elif quantization == "bnb-8bit":
@@ -247,6 +270,9 @@ def fit_model(
         fits=total <= available,
         max_batch_that_fits=int(max_batch),
         assumptions=tuple(assumptions),
+        prefix_cache_bytes=prefix,
+        prefix_bound_bytes=bound,
+        kv_bytes_per_token=per_token,
     )
 
 
@@ -257,9 +283,12 @@ def fit_submission(
     batch_size: int | None = None,
     seq_len: int | None = None,
     param_count: int | None = None,
+    prefix_cache_bytes: int | None = 0,
+    prefix_tokens: int | None = None,
 ) -> MemoryFit:
     """A submission's memory on `profile`, at its manifest's dtype, quantization and limits
-    (max_batch_size x max_sequence_length) unless batch_size / seq_len say otherwise."""
+    (max_batch_size x max_sequence_length) unless batch_size / seq_len say otherwise; the prefix
+    cache as fit_model counts it (check.py says what the submission's backend keeps)."""
     m = sub.manifest
     if sub.base_dir is None:
         raise EffbenchError(
@@ -275,4 +304,6 @@ def fit_submission(
         seq_len=seq_len or m.limits.max_sequence_length,
         weights=sorted(sub.base_dir.glob("*.safetensors")),
         param_count=param_count,
+        prefix_cache_bytes=prefix_cache_bytes,
+        prefix_tokens=prefix_tokens,
     )

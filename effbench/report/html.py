@@ -168,6 +168,8 @@ def _header(results: dict) -> str:
         ("submission", f"{results['submission']['name']} ({results['submission']['folder']})"),
         ("suite", f"{results['suite']['name']} (budget {results['suite']['budget_minutes']:g} min, weight {results['suite']['weight']:g})"),
         ("backend", f"{be['name']} on {be['device']} ({be['process']}), loaded in {be['load_seconds']:.1f} s"),
+        ("suite score", _score(results["totals"]["suite_score"]) + " (per scenario the mean over its runs, then the mean"
+                        " over scenarios; a run lost or not run counts 0)"),
         ("track", results["track"]),
         ("budget", budget),
         ("phases", ", ".join(f"{k} {v:.1f} s" for k, v in results["phases"].items())),
@@ -178,6 +180,10 @@ def _header(results: dict) -> str:
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in rows)
     return (f"<header><h1>{_e(results['submission']['name'])} on {_e(results['suite']['name'])}</h1>"
             f'<dl class="meta">{dl}</dl></header>')
+
+
+def _score(score: float | None) -> str:
+    return "-" if score is None else f"{score:.3f}"
 
 
 def _summary_table(results: dict) -> str:
@@ -195,7 +201,7 @@ def _summary_table(results: dict) -> str:
         body.append(f"<tr{title}>" + "".join(
             (f'<td class="text">{_e(c)}</td>' if i in (1, 2) else f"<td>{_e(c)}</td>") for i, c in enumerate(cells)) + "</tr>")
     t = results["totals"]
-    total = ["total", f"{t.get('not_run', 0)} not run", "mean", "-" if t.get("mean_score") is None else f"{t['mean_score']:.3f}",
+    total = ["total", f"{t.get('not_run', 0)} not run", "suite score", _score(t["suite_score"]),
              t["requests"], t["errors"], t["prompt_tokens"], t["output_tokens"], f"{t.get('tokens_per_s') or 0:.0f}",
              f"{t['execute_seconds']:.1f}", f"{t['peak_memory_bytes'] / MIB:.0f}"]
     body.append('<tr class="total">' + "".join(f"<td>{_e(c)}</td>" for c in total) + "</tr>")
@@ -359,10 +365,10 @@ def _score_against_budget(folder: Path, results: dict, budgets: list[float] | No
     pts = sim["points"]
     x = [p["budget_minutes"] for p in pts]
     fig, ax = _new_figure()
-    ax.plot(x, [p["mean_score"] for p in pts], marker="o", color="#1f77b4", linewidth=1.8, label="mean score")
+    ax.plot(x, [p["suite_score"] for p in pts], marker="o", color="#1f77b4", linewidth=1.8, label="suite score")
     ax.set_xlabel("budget (min)")
-    ax.set_ylabel("mean score (over scenarios)")
-    ax.set_ylim(bottom=0, top=max(1e-3, max(p["mean_score"] for p in pts)) * 1.1)
+    ax.set_ylabel("suite score (mean over scenarios)")
+    ax.set_ylim(bottom=0, top=max(1e-3, max(p["suite_score"] for p in pts)) * 1.1)
     share = ax.twinx()
     share.plot(x, [p["answered"] / p["requests"] if p["requests"] else 0.0 for p in pts], marker="s",
                color="#ff7f0e", linestyle="--", linewidth=1.4, label="share of requests answered")
@@ -380,8 +386,8 @@ def _score_against_budget(folder: Path, results: dict, budgets: list[float] | No
     caption = (f"The recorded run replayed at {len(pts)} budgets ({sim['order']} order, {sim['semantics']} semantics): "
                "a request counts when its batch landed within the budget; the unanswered score as the semantics says.")
     rows = "".join(f"<tr><td>{p['budget_minutes']:.4g}</td><td>{p['answered']}/{p['requests']}</td>"
-                   f"<td>{p['runs_finished']}/{p['runs']}</td><td>{p['mean_score']:.4f}</td></tr>" for p in pts)
-    table = ('<div class="scroll"><table><thead><tr><th>budget (min)</th><th>answered</th><th>runs finished</th><th>mean score</th></tr></thead>'
+                   f"<td>{p['runs_finished']}/{p['runs']}</td><td>{p['suite_score']:.4f}</td></tr>" for p in pts)
+    table = ('<div class="scroll"><table><thead><tr><th>budget (min)</th><th>answered</th><th>runs finished</th><th>suite score</th></tr></thead>'
              f"<tbody>{rows}</tbody></table></div>")
     return head + _figure(fig, "plot-score-budget", _e(caption)) + table + "</section>"
 

@@ -144,7 +144,7 @@ def print_summary(results: dict, console: Console) -> None:
         )
     tot = results["totals"]
     t.add_row(
-        "[bold]total", f"{tot['not_run']} not run", "mean", "-" if tot["mean_score"] is None else f"{tot['mean_score']:.3f}",
+        "[bold]total", f"{tot['not_run']} not run", "suite score", "-" if tot["suite_score"] is None else f"{tot['suite_score']:.3f}",
         str(tot["requests"]), str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]),
         f"{tot['tokens_per_s'] or 0:.0f}", f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
     )

@@ -11,7 +11,6 @@ requests treated as the chosen semantics says.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ class BudgetPoint:
     runs_finished: int
     runs: int
     scenario_scores: dict[str, float]
-    mean_score: float  # mean over scenarios of the mean main metric of their runs (zeros included)
+    suite_score: float  # score.suite_score at this budget
     answered_per_run: dict[str, int]
 
 
@@ -65,8 +64,8 @@ def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, 
     from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
     from effbench.merge import default_cache_dir
     from effbench.plan import Progress, RunOptions, plan_suite
-    from effbench.results import load_run_config
-    from effbench.score import score_runs
+    from effbench.results import load_results, load_run_config, results_file
+    from effbench.score import not_run_records, scenario_scores, score_runs, suite_score
     from effbench.submission import Submission
     from effbench.challenge.suites import load_suite
 
@@ -75,9 +74,9 @@ def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, 
     # Scoring imports HELM's metric modules, which download punkt_tab on import: the same offline
     # stub as `effbench run` (this is also the path of `effbench report --html`).
     ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
-    recorded = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
-    if recorded is None:
-        raise EffbenchError(f"{out / 'results.json'}: missing; simulate replays a finished run (resume it first)")
+    if not results_file(out).is_file():
+        raise EffbenchError(f"{results_file(out)}: missing; simulate replays a finished run (resume it first)")
+    recorded = load_results(out)
     _, journal_results, events = read_journal(out / JOURNAL_NAME)
     results = {r.request_id: r for r in journal_results}
     sub = Submission.load(config["submission"], allow_pickle=config["allow_pickle"], trust_remote_code=config["trust_remote_code"],
@@ -93,15 +92,10 @@ def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, 
         for minutes in budgets_minutes:
             got = {i: r for i, r in results.items() if finish.get(i, float("inf")) <= minutes * 60}
             runs = score_runs(plan, suite, session, got, replace(opts, out=Path(tmp), semantics=semantics), None)
-            entry_of = {spec.name: entry for entry, spec in plan.specs} | {e: e for e, _ in suite.entries()}
-            runs += [{"scenario": suite.group_of(entry_of[name]), "score": 0.0, "status": "not_run"} for name in plan.not_run]
-            by_scenario: dict[str, list[float]] = {}
-            for r in runs:
-                by_scenario.setdefault(r["scenario"], []).append(r["score"] or 0.0)
-            scen = {k: sum(v) / len(v) for k, v in sorted(by_scenario.items())}
+            runs += not_run_records(plan, suite)
             per_run = {p.name: sum(1 for i in range(len(p.request_states)) if f"{p.name}#{i}" in got) for p in plan.plans}
             points.append(BudgetPoint(minutes, len(got), len(requests), sum(r["status"] == "finished" for r in runs),
-                                      len(runs), scen, sum(scen.values()) / len(scen) if scen else 0.0, per_run))
+                                      len(runs), scenario_scores(runs), suite_score(runs) or 0.0, per_run))
     return {
         "out": str(out),
         "order": order or opts.order,
