@@ -10,8 +10,10 @@ import statistics
 import time
 
 from effbench.contracts import GenerationRequest, GenerationResult, Origin, Timings
+from effbench.execute.executor import InProcess
 from effbench.execute.journal import Journal
-from effbench.execute.scheduler import InProcess, Scheduler, plan_batches
+from effbench.execute.order import plan_batches
+from effbench.execute.scheduler import Scheduler
 
 
 class InstantBackend:

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import GenerationRequest
-from effbench.execute.scheduler import InProcess, Scheduler
+from effbench.execute.executor import InProcess
+from effbench.execute.scheduler import Scheduler
 
 pytestmark = pytest.mark.tracked
 runner = CliRunner()

@@ -1,7 +1,8 @@
 """The contracts between effbench's parts: requests, results, timings and the Backend protocol.
 
 Everything else imports from here; nothing here imports a heavy library. Outcomes are data:
-a failed request is a GenerationResult with `error` set, not an exception (STYLE.md, 6).
+a failed request is a GenerationResult with `error` set, not an exception: a run keeps
+every answer it got.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ GREEDY_TEMPERATURE = 1e-4
 
 
 # The choices of `effbench run` (typer checks them on the command line, run_config.json keeps them).
-Order = Literal["effbench", "helm"]  # see effbench/execute/scheduler.py
+Order = Literal["effbench", "helm"]  # see effbench/execute/order.py
 Semantics = Literal["item", "helm"]  # see score_runs in effbench/score.py
 MissingData = Literal["auto", "skip", "stop"]  # see data_problem in effbench/plan.py
 BackendName = Literal["hf", "vllm"]  # what --backend may choose instead of the manifest's

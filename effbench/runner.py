@@ -22,7 +22,9 @@ from effbench.challenge.suites import Suite
 from effbench.contracts import EffbenchError, GenerationRequest
 from effbench.execute.journal import (JOURNAL_NAME, Journal, budget_timeline, fingerprint_changes, plan_digest, read_journal,
                                       submission_fingerprint)
-from effbench.execute.scheduler import InProcess, Scheduler, StopSignals
+from effbench.execute.executor import InProcess
+from effbench.execute.scheduler import Scheduler
+from effbench.execute.signals import StopSignals
 from effbench.execute.worker import BackendWorker
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.predict.profiler import Telemetry

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 from effbench.contracts import GenerationRequest, Origin
-from effbench.execute.scheduler import plan_batches
+from effbench.execute.order import plan_batches
 
 runner = CliRunner()
 

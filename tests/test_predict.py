@@ -60,7 +60,7 @@ def test_projection_of_the_probed_workload_matches_its_recorded_time():
     lengths = {q.id: 100 + 10 * (q.origin.index % 7) for q in reqs}
     gen = {q.id: 5 + q.origin.index % 10 for q in reqs}  # outputs 5..14 tokens, below max_tokens 20
     probe = stratified_probe(reqs, 0.25)
-    from effbench.execute.scheduler import plan_batches
+    from effbench.execute.order import plan_batches
 
     pbatches, _ = plan_batches(probe, lengths, 8, "effbench")
     results = recorded([[(lengths[q.id], gen[q.id]) for q in b] for b in pbatches])

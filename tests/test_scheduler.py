@@ -8,8 +8,10 @@ import warnings
 import pytest
 
 from effbench.contracts import EffbenchError, GenerationRequest, Origin
+from effbench.execute.executor import InProcess
 from effbench.execute.journal import Journal, plan_digest, read_journal
-from effbench.execute.scheduler import InProcess, Scheduler, plan_batches
+from effbench.execute.order import plan_batches
+from effbench.execute.scheduler import Scheduler
 
 
 def reqs(n=10, run="r"):

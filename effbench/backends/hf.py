@@ -2,7 +2,10 @@
 
 Why not `model.generate`: effbench needs per-row stop sequences, per-row seeds, raw logprobs
 with top-k alternatives, echo with prompt logprobs, and finished rows dropped from the batch,
-all in one pass. The loop below is the whole hot path; bench/ keeps it within 10% of generate().
+all in one pass. The loop below is the whole hot path (bench/test_hf_throughput.py holds it against
+plain generate()). Around it, one module each: loading (hf_load.py), choosing tokens
+(hf_sampling.py), transformers' KV cache classes (hf_kv.py), and what the loop's numbers become:
+top-k texts, the stop check, prompt logprobs, results (hf_outputs.py).
 
 Shared-prefix KV reuse: HELM's few-shot prompts of one run share most of their tokens
 (instructions + the same in-context examples). The batch's longest common token prefix is run
@@ -19,55 +22,24 @@ scheduler batched by are the ones run here (backends/common.py plan_ids_apply sa
 
 from __future__ import annotations
 
-import random
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from effbench.contracts import (
-    BackendCapabilities,
-    Completion,
-    EffbenchError,
-    GenerationRequest,
-    GenerationResult,
-    Timings,
-    TokenLogprob,
-)
-from effbench.backends.common import completion, encode_prompts, plan_ids_apply, request_problem, token_texts
+from effbench.backends.common import encode_prompts, plan_ids_apply, request_problem
+# hf_load before any other torch import: without the 'hf' extra, its import is the one clear error
+from effbench.backends.hf_load import eos_ids, free_bytes, load_model, load_tokenizer, pick_device
+from effbench.backends.hf_kv import Prefix, PrefixKV, entry_bytes, fresh_cache, join_caches, plain_kv
+from effbench.backends.hf_outputs import Pieces, batch_results, hit_stop, prompt_logprobs
+from effbench.backends.hf_sampling import choose, row_generators
 from effbench.backends.options import HFOptions
+from effbench.contracts import BackendCapabilities, GenerationRequest, GenerationResult, Timings
 from effbench.execute.prefix import MIN_SHARED_PREFIX, PrefixCache, common_prefix_length, default_cache_bytes, shared_length
 from effbench.merge import merged_model_dir
 from effbench.submission import Submission
 
-try:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-    from transformers.cache_utils import DynamicLayer
-except ImportError as e:  # pragma: no cover - exercised only on an install without the extra
-    raise EffbenchError(f"the hf backend needs the 'hf' extra: pip install -c constraints.txt 'effbench[hf]' ({e})") from None
-
-
-def _pick_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-PrefixKV = list[tuple["torch.Tensor", "torch.Tensor"]]  # per layer (keys, values): [1, H, P, D]
-
-
-@dataclass
-class _Prefix:
-    """The shared prefix a batch runs on: its first `length` tokens' KV, `computed` of them run now."""
-
-    kv: PrefixKV  # [1, H, >= length, D] per layer; a stored LRU entry: read, never written
-    length: int
-    computed: int
-
-    def expand(self, rows: int) -> "DynamicCache":
-        """A fresh cache holding the prefix for `rows` rows (a copy: the stored entry stays as it is)."""
-        return DynamicCache([(k[:, :, : self.length].expand(rows, -1, -1, -1),
-                              v[:, :, : self.length].expand(rows, -1, -1, -1)) for k, v in self.kv])
+import torch
 
 
 class HFBackend:
@@ -80,7 +52,7 @@ class HFBackend:
         self.options = opts = self.options_model(**options)
         self.submission = submission
         self.cache_dir = cache_dir
-        self.device = device or _pick_device()
+        self.device = device or pick_device()
         self.model = None
         self.tokenizer = None
         self.model_dir: Path | None = None
@@ -88,7 +60,6 @@ class HFBackend:
         self.merge_seconds = 0.0  # merging the adapter into the base (0 when the cache had it)
         self.load_seconds = 0.0  # merge + model load
         self._batch_counter = 0
-        self._piece_cache: dict[int, str] = {}
         # tokens per prefill forward pass: a few rows on a CPU, the whole batch on a GPU (0)
         chunk = opts.prefill_chunk_tokens
         self.prefill_chunk_tokens = (512 if self.device == "cpu" else 0) if chunk is None else chunk
@@ -113,31 +84,12 @@ class HFBackend:
         t_merge = time.perf_counter()
         self.model_dir, self.merged_now = merged_model_dir(self.submission, m.dtype, self.cache_dir)
         self.merge_seconds = time.perf_counter() - t_merge
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            str(self.model_dir), trust_remote_code=self.submission.trust_remote_code, local_files_only=True
-        )
-        self.tokenizer.padding_side = "left"
-        kwargs = dict(
-            dtype=getattr(torch, m.dtype),
-            trust_remote_code=self.submission.trust_remote_code,
-            use_safetensors=not self.submission.allow_pickle,
-            local_files_only=True,
-        )
-        if m.quantization != "none":
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = (
-                BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, m.dtype), bnb_4bit_quant_type="nf4")
-                if m.quantization == "bnb-4bit"
-                else BitsAndBytesConfig(load_in_8bit=True)
-            )
-            kwargs["device_map"] = self.device
-        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), **kwargs).eval()
-        if m.quantization == "none":
-            self.model.to(self.device)
-        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.tokenizer = load_tokenizer(self.submission, self.model_dir)
+        self.model = load_model(self.submission, self.model_dir, self.device, m)
+        self.pieces = Pieces(self.tokenizer)  # top-k alternatives' texts
+        self.eos_ids = eos_ids(self.model, self.tokenizer)
         self.plan_ids = plan_ids_apply(self.submission, self.model_dir)
-        bound = default_cache_bytes(_free_bytes(self.device)) if self.prefix_cache_bytes is None else self.prefix_cache_bytes
+        bound = default_cache_bytes(free_bytes(self.device)) if self.prefix_cache_bytes is None else self.prefix_cache_bytes
         self.prefix_cache = PrefixCache(bound)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.load_seconds = time.perf_counter() - t0
@@ -204,7 +156,7 @@ class HFBackend:
         # every position only when echo needs them.
         decodes = any(r.max_tokens > 1 for r in reqs)
         logits, cache = self._prefill(input_ids, mask, positions, prefix, echo, keep_cache=decodes)  # [B, L or 1, V]
-        prompt_lps = self._prompt_logprobs(reqs, encoded, input_ids, logits, L) if echo else [None] * B
+        prompt_lps = prompt_logprobs(self.tokenizer, reqs, encoded, input_ids, logits, L) if echo else [None] * B
 
         # Rows: one per completion. row_req[r] = index of the request that row r belongs to.
         row_req = [b for b, r in enumerate(reqs) for _ in range(r.num_completions)]
@@ -217,7 +169,7 @@ class HFBackend:
 
         R = len(row_req)
         budget = [reqs[b].max_tokens for b in row_req]
-        gens = [_sampler(reqs[b], k, dev) for b, k in _completion_numbers(reqs)]
+        gens = row_generators(reqs, dev)  # [R]: None for greedy rows
         tok_ids: list[list[int]] = [[] for _ in range(R)]
         tok_lps: list[list[float]] = [[] for _ in range(R)]
         tok_tops: list[list[tuple[tuple[str, float], ...]]] = [[] for _ in range(R)]
@@ -233,7 +185,7 @@ class HFBackend:
         while active:
             # next_logits: [A, V] for the A active rows
             lps = torch.log_softmax(next_logits.float(), dim=-1)  # raw model logprobs, before temperature
-            chosen = self._choose(next_logits, [reqs[row_req[r]] for r in active], [gens[r] for r in active])  # [A]
+            chosen = choose(next_logits, [reqs[row_req[r]] for r in active], [gens[r] for r in active])  # [A]
             chosen_lp = lps.gather(1, chosen[:, None])[:, 0]  # [A]
             top_v, top_i = lps.topk(max_k, dim=-1) if max_k > 1 else (None, None)  # [A, k]
             chosen_l, chosen_lp_l = chosen.tolist(), chosen_lp.tolist()  # device sync, once per step
@@ -252,10 +204,10 @@ class HFBackend:
                 tok_lps[r].append(chosen_lp_l[a])
                 if top_vl is not None and req.top_k_per_token > 1:
                     k = req.top_k_per_token
-                    tok_tops[r].append(tuple((self._piece(i), v) for i, v in zip(top_il[a][:k], top_vl[a][:k])))
+                    tok_tops[r].append(tuple((self.pieces(i), v) for i, v in zip(top_il[a][:k], top_vl[a][:k])))
                 else:
                     tok_tops[r].append(())
-                if req.stop_sequences and self._hit_stop(tok_ids[r], req.stop_sequences):
+                if req.stop_sequences and hit_stop(self.tokenizer, tok_ids[r], req.stop_sequences):
                     finish[r] = "stop"
                     continue
                 if len(tok_ids[r]) >= budget[r]:
@@ -279,22 +231,22 @@ class HFBackend:
         finished = time.time()
         # Tokens run through the model per request: its suffix; the prefix computed now goes to the first.
         prompt_computed = [len(ids) - P + (prefix.computed if prefix and b == 0 else 0) for b, ids in enumerate(encoded)]
-        return self._assemble(
-            reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
+        return batch_results(
+            self.tokenizer, reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
             Timings(queued, started, first_token, finished), bid, bsize,
         )
 
-    def _prefill(self, input_ids, mask, positions, prefix: "_Prefix | None", echo: bool, keep_cache: bool):
+    def _prefill(self, input_ids, mask, positions, prefix: Prefix | None, echo: bool, keep_cache: bool):
         """(logits, KV cache) of the prompts (suffixes, on top of the prefix). Rows go through the
         model in groups of at most `prefill_chunk_tokens` tokens, each group cut to its own longest
         row (less padding): on a CPU a forward pass over a few rows runs more tokens/s than one
-        over the whole batch (measured on the ~100M model: 1012 tok/s at one 1000-token row against
-        810 at eight). The groups' caches are joined, padded back to the batch's width with masked
-        zeros, only when decoding follows (keep_cache); a scoring batch (max_tokens <= 1) needs none."""
+        over the whole batch (README, "Backends"). The groups' caches are joined, padded back to
+        the batch's width with masked zeros, only when decoding follows (keep_cache); a scoring
+        batch (max_tokens <= 1) needs none."""
         B, L = input_ids.shape
         P = prefix.length if prefix else 0
         if not self.prefill_chunk_tokens or B == 1:
-            cache = prefix.expand(B) if prefix else DynamicCache()  # [B, H, P, D] per layer
+            cache = fresh_cache(prefix, B)  # [B, H, P, D] per layer
             out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                              use_cache=True, logits_to_keep=0 if echo else 1)
             return out.logits, cache
@@ -306,7 +258,7 @@ class HFBackend:
                 width = max(width, real[j])
                 j += 1
             s = L - width  # columns before s are padding in every row of the group
-            cache = prefix.expand(j - i) if prefix else DynamicCache()
+            cache = fresh_cache(prefix, j - i)
             out = self.model(
                 input_ids=input_ids[i:j, s:], attention_mask=torch.cat([mask[i:j, :P], mask[i:j, P + s:]], dim=1),
                 position_ids=positions[i:j, s:], past_key_values=cache, use_cache=True, logits_to_keep=0 if echo else 1,
@@ -314,19 +266,10 @@ class HFBackend:
             logits.append(torch.nn.functional.pad(out.logits, (0, 0, s, 0)) if echo else out.logits)  # echo: [rows, L, V]
             parts.append((cache, s))
             i = j
-        if not keep_cache:
-            return torch.cat(logits), DynamicCache()
-
-        def widen(t, s):  # [rows, H, P+width, D] -> [rows, H, P+L, D], zeros where the mask is 0
-            return torch.cat([t[:, :, :P], t.new_zeros((t.shape[0], t.shape[1], s, t.shape[3])), t[:, :, P:]], dim=2)
-
-        joined = DynamicCache([(torch.cat([widen(c.layers[n].keys, s) for c, s in parts]),
-                                torch.cat([widen(c.layers[n].values, s) for c, s in parts]))
-                               for n in range(len(parts[0][0].layers))])
-        return torch.cat(logits), joined
+        return torch.cat(logits), join_caches(parts, P) if keep_cache else fresh_cache()
 
     # ---- shared prefix ---------------------------------------------------------------------
-    def _shared_prefix(self, encoded: list[list[int]]) -> _Prefix | None:
+    def _shared_prefix(self, encoded: list[list[int]]) -> Prefix | None:
         """The prefix this batch's rows share, or None (none worth it: the plain path).
 
         Every row keeps one suffix token at least (the last prompt position's logits come from the
@@ -349,7 +292,7 @@ class HFBackend:
                 base, hit = m, key
         stored = self.prefix_cache.get(hit) if hit is not None else []  # now the most recently used
         if lcp - base < MIN_SHARED_PREFIX:  # the stored entry covers (nearly) all: its first `base` positions
-            prefix = _Prefix(stored, base, 0)
+            prefix = Prefix(stored, base, 0)
         else:  # compute (the rest of) the prefix once, store it
             kv = self._extend_prefix(stored, base, want)
             if kv is None:
@@ -357,7 +300,7 @@ class HFBackend:
                 return None
             stats["extended"] += int(hit is not None)
             self._store(want, kv)
-            prefix = _Prefix(kv, lcp, lcp - base)
+            prefix = Prefix(kv, lcp, lcp - base)
         stats["hits" if hit is not None else "misses"] += 1
         stats["computed_prefix_tokens"] += prefix.computed
         stats["reused_tokens"] += len(encoded) * prefix.length - prefix.computed
@@ -367,7 +310,7 @@ class HFBackend:
         """Keep an entry, sized by its tensors' bytes (not stored when bigger than the bound)."""
         cache, stats = self.prefix_cache, self.prefix_stats
         evicted = cache.evicted
-        cache.put(key, kv, sum(k.nbytes + v.nbytes for k, v in kv))
+        cache.put(key, kv, entry_bytes(kv))
         stats["evicted"] += cache.evicted - evicted
         stats["entries"], stats["bytes"] = len(cache), cache.held_bytes
 
@@ -375,7 +318,7 @@ class HFBackend:
         """The KV of `ids` at batch size 1: positions < base copied from `kv`, the rest run through
         the model. None (and reuse off from now on) for a model whose cache is not plain per-layer
         keys and values (sliding-window or linear-attention layers)."""
-        cache = _Prefix(kv, base, 0).expand(1) if base else DynamicCache()
+        cache = fresh_cache(Prefix(kv, base, 0) if base else None, 1)
         P = len(ids)
         self.model(
             input_ids=torch.tensor([ids[base:]], device=self.device),  # [1, P-base]
@@ -383,83 +326,12 @@ class HFBackend:
             position_ids=torch.arange(base, P, device=self.device)[None],
             past_key_values=cache, use_cache=True, logits_to_keep=1,
         )
-        if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        computed = plain_kv(cache)  # [1, H, P, D] per layer
+        if computed is None:
             warnings.warn(f"hf backend: shared-prefix reuse turned off: this model's KV cache has "
                           f"{sorted({type(layer).__name__ for layer in cache.layers})} layers, not plain DynamicLayer ones")
             self.prefix_reuse = False
-            return None
-        return [(layer.keys, layer.values) for layer in cache.layers]  # [1, H, P, D] each
-
-    # ---- pieces of the loop ----------------------------------------------------------------
-    def _choose(self, logits: "torch.Tensor", reqs: list[GenerationRequest], gens: list) -> "torch.Tensor":
-        """Greedy argmax for greedy rows; temperature + top-p sampling with each row's own generator."""
-        greedy = logits.argmax(dim=-1)  # [A]
-        if all(r.greedy for r in reqs):
-            return greedy
-        out = greedy.clone()
-        for a, (req, gen) in enumerate(zip(reqs, gens)):
-            if req.greedy:
-                continue
-            probs = torch.softmax(logits[a].float() / req.temperature, dim=-1)
-            if req.top_p < 1.0:
-                sp, si = probs.sort(descending=True)
-                cut = sp.cumsum(0) - sp > req.top_p  # keep the smallest prefix whose mass reaches top_p
-                sp[cut] = 0.0
-                probs = torch.zeros_like(probs).scatter_(0, si, sp)
-            out[a] = torch.multinomial(probs, 1, generator=gen)[0]
-        return out
-
-    def _hit_stop(self, ids: list[int], stops: Sequence[str]) -> bool:
-        # A stop string of n characters spans at most 4n byte-level tokens; decode just that tail.
-        window = 4 * max(len(s) for s in stops) + 4
-        tail = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
-        return any(s in tail for s in stops)
-
-    def _piece(self, token_id: int) -> str:
-        piece = self._piece_cache.get(token_id)
-        if piece is None:
-            piece = self._piece_cache[token_id] = self.tokenizer.decode([token_id])
-        return piece
-
-    def _prompt_logprobs(self, reqs, encoded, input_ids, logits, L) -> list[list[TokenLogprob] | None]:
-        """Logprob of each prompt token given the ones before it (echo_prompt)."""
-        lps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, L-1, V]: predicts position t+1
-        nxt = lps.gather(2, input_ids[:, 1:, None])[..., 0]  # [B, L-1]
-        special = set(self.tokenizer.all_special_ids)
-        out: list[list[TokenLogprob] | None] = []
-        for b, (req, ids) in enumerate(zip(reqs, encoded)):
-            if not req.echo_prompt:
-                out.append(None)
-                continue
-            start = L - len(ids)
-            row = nxt[b, start:].tolist()  # logprob of ids[1:], conditioned on what precedes
-            body = [(j, t) for j, t in enumerate(ids) if t not in special]
-            texts = token_texts(self.tokenizer, [t for _, t in body])
-            out.append([TokenLogprob(text, row[j - 1] if j > 0 else 0.0, (), t) for (j, t), text in zip(body, texts)])
-        return out
-
-    def _assemble(self, reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps, timings, bid, bsize):
-        by_req: list[list[Completion]] = [[] for _ in reqs]
-        for r, b in enumerate(row_req):
-            by_req[b].append(completion(self.tokenizer, reqs[b], tok_ids[r], tok_lps[r], tok_tops[r], finish[r], prompt_lps[b]))
-        results = []
-        for b, req in enumerate(reqs):
-            out_toks = sum(len(tok_ids[r]) for r, rb in enumerate(row_req) if rb == b)
-            kept = sum(len(c.tokens) for c in by_req[b]) - (len(prompt_lps[b]) * req.num_completions if req.echo_prompt else 0)
-            results.append(
-                GenerationResult(
-                    request_id=req.id,
-                    completions=tuple(by_req[b]),
-                    prompt_tokens=len(encoded[b]),
-                    output_tokens=kept,
-                    timings=timings,
-                    batch_id=bid,
-                    batch_size=bsize,
-                    computed_tokens=prompt_computed[b] + out_toks,
-                    cached_tokens=len(encoded[b]) - prompt_computed[b],
-                )
-            )
-        return results
+        return computed
 
 
 def _new_prefix_stats() -> dict[str, int]:
@@ -469,37 +341,3 @@ def _new_prefix_stats() -> dict[str, int]:
     fit the bound, and the cache's entries and bytes held after the last store."""
     return {"hits": 0, "misses": 0, "extended": 0, "plain": 0, "computed_prefix_tokens": 0, "reused_tokens": 0,
             "evicted": 0, "entries": 0, "bytes": 0}
-
-
-def _free_bytes(device: str) -> int:
-    """Memory free now on `device`: the GPU's (CUDA's own count), or the host's available RAM."""
-    if device.startswith("cuda"):
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-def _completion_numbers(reqs: Sequence[GenerationRequest]):
-    for b, r in enumerate(reqs):
-        for k in range(r.num_completions):
-            yield b, k
-
-
-def _sampler(req: GenerationRequest, k: int, device: str):
-    """A generator per completion row, so sampled output depends on (seed, k), not on batch-mates."""
-    if req.greedy:
-        return None
-    g = torch.Generator(device=device)
-    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
-    g.manual_seed(seed * 1009 + k)
-    return g
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
-    if ids is None:
-        ids = tokenizer.eos_token_id
-    if ids is None:
-        return set()
-    return set(ids) if isinstance(ids, (list, tuple)) else {ids}

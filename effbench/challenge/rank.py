@@ -1,12 +1,12 @@
-"""Challenge scoring and ranking: the NeurIPS 2023 LLM Efficiency Challenge's rule, per track.
+"""Challenge scoring and ranking: the NeurIPS 2023 LLM Efficiency Challenge's rule, per track
+(README, "Ranking and contamination"). For each (scenario, metric) column, a submission's win
+rate against the field of its track; the mean per scenario; the geometric mean per suite; the
+weighted sum over suites (open 1/3, closed 2/3). Then Spearman between open and closed scores,
+the challenge's main finding (winners overfit open).
 
-Source: /work/shared/docs/CHALLENGE.md, "Scoring" (report: arXiv 2503.13507). For each
-(scenario, metric) column, a submission's win rate against the field of its track; the mean per
-scenario; the geometric mean per suite; the weighted sum over suites (open 1/3, closed 2/3).
-Then Spearman between open and closed scores, the report's main finding (winners overfit open).
-
-`rank_results` is the pure computation on parsed results.json dicts; `read_all` reads files,
-`print_ranking` and `write_json` present. Errors a user can fix are EffbenchError, one line.
+`rank_results` is the pure computation on parsed results.json dicts, whose fields
+effbench/challenge/rank_input.py checks; effbench/challenge/rank_output.py reads the files and
+presents the ranking. Errors a user can fix are EffbenchError, one line.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import sys
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from effbench.atomic import write_json_atomic
+from effbench.challenge.rank_input import Entry, parse_entry
 from effbench.contracts import EffbenchError
 
 # What a missing metric counts as (a run not finished, a null value, no run at all).
@@ -78,86 +77,7 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
 
-# ---------------------------------------------------------------- results.json, validated
-
-
-@dataclass(frozen=True)
-class _Run:
-    scenario: str
-    finished: bool
-    metrics: dict[str, float | None]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One results.json: one submission, one suite, one track."""
-
-    source: str
-    track: str
-    submission: str
-    suite: str
-    weight: float
-    scenarios: dict[str, tuple[list[str], set[str]]]  # scenario -> (metrics, lower_is_better)
-    runs: list[_Run]
-
-
-def _get(d: Mapping, key: str, kind: type | tuple[type, ...], source: str, where: str) -> Any:
-    field = f"{where}.{key}" if where else key
-    if key not in d:
-        raise EffbenchError(f"{source}: missing field {field}")
-    v = d[key]
-    if not isinstance(v, kind) or isinstance(v, bool):
-        raise EffbenchError(f"{source}: field {field} has the wrong type ({type(v).__name__})")
-    return v
-
-
-def _str_list(v: Any, source: str, field: str) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise EffbenchError(f"{source}: field {field} must be a list of metric names")
-    return v
-
-
-def _parse(data: Any, source: str) -> _Entry:
-    if not isinstance(data, dict):
-        raise EffbenchError(f"{source}: expected a JSON object at the top level")
-    track = _get(data, "track", str, source, "")
-    name = _get(_get(data, "submission", dict, source, ""), "name", str, source, "submission")
-    suite = _get(data, "suite", dict, source, "")
-    suite_name = _get(suite, "name", str, source, "suite")
-    weight = float(_get(suite, "weight", (int, float), source, "suite"))
-    if not math.isfinite(weight) or weight < 0:
-        raise EffbenchError(f"{source}: field suite.weight must be a finite number >= 0, got {weight}")
-    scenarios = {}
-    for sc, spec in _get(suite, "scenarios", dict, source, "suite").items():
-        where = f"suite.scenarios.{sc}"
-        if not isinstance(spec, dict):
-            raise EffbenchError(f"{source}: field {where} must be an object with metrics and lower_is_better")
-        metrics = _str_list(_get(spec, "metrics", list, source, where), source, f"{where}.metrics")
-        if not metrics:
-            raise EffbenchError(f"{source}: field {where}.metrics is empty (a scenario needs at least one metric)")
-        lower = _str_list(spec.get("lower_is_better", []), source, f"{where}.lower_is_better")
-        if unknown := sorted(set(lower) - set(metrics)):
-            raise EffbenchError(f"{source}: field {where}.lower_is_better names {unknown[0]!r}, which is not in its metrics")
-        scenarios[sc] = (metrics, set(lower))
-    runs = []
-    for i, run in enumerate(_get(data, "runs", list, source, "")):
-        where = f"runs[{i}]"
-        if not isinstance(run, dict):
-            raise EffbenchError(f"{source}: field {where} must be an object")
-        # A scenario suite.scenarios leaves out (effbench run omits one it found no metric for)
-        # adds no column from this file, but its runs still count where the field has columns.
-        scenario = _get(run, "scenario", str, source, where)
-        finished = _get(run, "status", str, source, where) == "finished"
-        # A run that did not finish counts as missing whatever it holds; one that did must say.
-        metrics = _get(run, "metrics", dict, source, where) if finished else {}
-        for m, v in metrics.items():
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise EffbenchError(f"{source}: field {where}.metrics.{m} must be a number or null")
-        runs.append(_Run(scenario, finished, metrics))
-    return _Entry(source, track, name, suite_name, weight, scenarios, runs)
-
-
-def _value(entry: _Entry | None, scenario: str, metric: str, lower_is_better: bool) -> float:
+def _value(entry: Entry | None, scenario: str, metric: str, lower_is_better: bool) -> float:
     """Mean over the submission's runs of this scenario; a run not finished, or a null, missing
     or NaN value counts as 0 (1000 when lower is better); no run at all counts the same."""
     missing = MISSING_LOWER_IS_BETTER if lower_is_better else MISSING
@@ -239,8 +159,8 @@ def rank_results(results: Sequence[Any], sources: Sequence[str] | None = None) -
         raise ValueError("one source per result")
     if not results:
         raise EffbenchError("no results to rank: give at least one results.json")
-    entries = [_parse(d, s) for d, s in zip(results, sources)]
-    seen: dict[tuple[str, str, str], _Entry] = {}
+    entries = [parse_entry(d, s) for d, s in zip(results, sources)]
+    seen: dict[tuple[str, str, str], Entry] = {}
     for e in entries:
         key = (e.track, e.submission, e.suite)
         if key in seen:
@@ -250,7 +170,7 @@ def rank_results(results: Sequence[Any], sources: Sequence[str] | None = None) -
     return Ranking([_rank_track(t, [e for e in entries if e.track == t]) for t in tracks])
 
 
-def _rank_track(track: str, entries: list[_Entry]) -> TrackRanking:
+def _rank_track(track: str, entries: list[Entry]) -> TrackRanking:
     names = sorted({e.submission for e in entries})
     by_key = {(e.submission, e.suite): e for e in entries}
     weights: dict[str, tuple[float, str]] = {}
@@ -321,56 +241,3 @@ def _spearman(suites: list[str], weights: dict[str, tuple[float, str]], subs: li
     if math.isnan(rho):
         return Correlation(None, None, o, c, n, "undefined: every submission has the same score in one suite")
     return Correlation(rho, p, o, c, n)
-
-
-# ---------------------------------------------------------------- files and presentation
-
-
-def read_all(paths: Sequence[Path]) -> tuple[list[Any], list[str]]:
-    """Each results.json (a file, or a folder holding results.json) as on disk, read by
-    effbench/results.py: (parsed dicts, sources). Not checked against the full schema: rank checks
-    the fields it uses (_parse), so any version of the file, or another writer's, ranks."""
-    from effbench.results import read_results, results_file
-
-    return [read_results(p) for p in map(Path, paths)], [str(results_file(p)) for p in map(Path, paths)]
-
-
-def rank_files(paths: Sequence[Path]) -> Ranking:
-    datas, sources = read_all(paths)
-    return rank_results(datas, sources)
-
-
-def write_json(ranking: Ranking, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, ranking.to_json())
-    except OSError as e:
-        raise EffbenchError(f"{path}: cannot write the ranking ({e.strerror or e})") from None
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4f}" if x == 0 or abs(x) >= 1e-4 else f"{x:.2e}"
-
-
-def print_ranking(ranking: Ranking, console) -> None:
-    """One rich table per track, then the open/closed Spearman correlation."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    for t in ranking.tracks:
-        table = Table(title=f"track {escape(t.track)}", title_justify="left")
-        table.add_column("rank", justify="right")
-        table.add_column("submission")
-        for s, w in t.suites.items():
-            table.add_column(f"{escape(s)} (x{w:.3g})", justify="right")
-        table.add_column("final", justify="right", style="bold")
-        for sub in t.submissions:
-            cells = [_fmt(sc.score) + ("" if sc.source else " (no results)") for sc in sub.suites.values()]
-            table.add_row(str(sub.rank), escape(sub.name), *cells, _fmt(sub.final))
-        console.print(table)
-        c = t.spearman
-        if c.rho is None:
-            console.print(f"Spearman open vs closed: n/a ({escape(c.reason or '')})")
-        else:
-            console.print(f"Spearman open ({escape(c.open_suite)}) vs closed ({escape(c.closed_suite)}), "
-                          f"{c.n} submissions: rho = {c.rho:+.3f} (p = {c.pvalue:.3g})")

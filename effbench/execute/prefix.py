@@ -2,7 +2,7 @@
 fall into prefix groups and go out in chunks, and what a cached prefix costs in memory.
 
 Three parts use it and must agree: the scheduler orders by the groups (effbench/execute/
-scheduler.py), the HF backend computes a batch's prefix once and keeps its KV in a cache bounded
+order.py), the HF backend computes a batch's prefix once and keeps its KV in a cache bounded
 in bytes (effbench/backends/hf.py), and `effbench check` projects both the prefill that saves and
 the memory the cache holds (effbench/predict/cost_model.py, memfit.py, check.py). README,
 "Backends" says what the reuse buys. Light on purpose: no torch here.

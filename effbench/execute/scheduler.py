@@ -1,17 +1,7 @@
-"""The scheduler: every request of a suite is known before the first runs, so it orders and
-batches them, enforces the deadline, journals each batch as it lands and fans out duplicates.
-
-Orders:
-- `helm`: the challenge's. Runs in config order; the requests of one run go out together in
-  batches of up to max_batch_size (HELM's `-n`), never mixed with the next run's.
-- `effbench`: identical greedy prompts computed once; the first request of every run first;
-  then the rest in chunks of a few batches, each chunk from one prefix group (the requests whose
-  prompts share a long common prefix, found from their tokens: a few-shot run's instructions and
-  in-context examples; the rule is effbench/execute/prefix.py's), bucketed by max_tokens and prompt length (less padding), the chunk of the
-  most starved group next. A chunk's batches share their prefix, so a backend computes it once per
-  chunk (the HF backend's prefix cache, vLLM's prefix caching); chunks rotate, so under a tight
-  budget every run has answers: the challenge's geometric mean punishes one empty scenario far
-  more than a thin one.
+"""The scheduler: the loop that runs a suite's planned batches (effbench/execute/order.py plans
+them: the `helm` and `effbench` orders) against a deadline, journals each batch as it lands and
+fans out duplicates. What it drives is an Executor (effbench/execute/executor.py); a stop asked
+for by signal reaches it through StopSignals (effbench/execute/signals.py).
 
 The deadline is elapsed time (time.monotonic) from the first request. At the deadline nothing new
 starts and the batch in flight is cancelled: the worker holding it is killed, so a hung backend
@@ -29,178 +19,23 @@ like the deadline: the batch in flight cancelled, the rest not started, what was
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Timings
-from effbench.execute.policy import isolate
-from effbench.execute.prefix import PrefixGroup, chunked
+from effbench.execute.executor import Executor
 from effbench.execute.journal import Journal
+from effbench.execute.order import plan_batches
+from effbench.execute.policy import isolate
+from effbench.execute.prefix import PrefixGroup
 from effbench.execute.worker import BackendRaised, Interrupted, WorkerCrashed, WorkerTimeout
 
 BatchCallback = Callable[[list[GenerationRequest], list[GenerationResult]], None]
-ORDERS = ("effbench", "helm")
-
-
-class Executor(Protocol):
-    """What the scheduler drives: a backend behind a deadline (worker.BackendWorker, InProcess)."""
-
-    def generate(self, batch: Sequence[GenerationRequest], timeout: float | None = None,
-                 stop: Callable[[], bool] | None = None) -> list[GenerationResult]: ...
-
-    def start(self, timeout: float | None = None, stop: Callable[[], bool] | None = None) -> object: ...
-
-    def kill(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class InProcess:
-    """A backend called directly: fastest, but a hang cannot be interrupted (no deadline), and a
-    stop request is seen between batches only."""
-
-    def __init__(self, backend):
-        self.backend = backend
-
-    def start(self, timeout=None, stop=None):
-        return None
-
-    def generate(self, batch, timeout=None, stop=None):
-        try:
-            return self.backend.generate(batch)
-        except Exception as e:  # a backend bug: errors for this batch, as the worker reports it
-            raise BackendRaised(f"backend raised {type(e).__name__}: {e}") from e
-
-    def kill(self):
-        pass
-
-    def close(self):
-        self.backend.close()
-
-
-class StopSignals:
-    """SIGINT and SIGTERM for the length of a run (a context manager; main thread only, elsewhere
-    it changes nothing). Until arm(), they raise KeyboardInterrupt, as SIGINT does by default: the
-    run is aborted and its worker killed. Once armed (execution started), the first only asks for a
-    stop, which the scheduler sees within worker.POLL_S: the worker is killed, what was answered
-    kept, and the caller scores and writes results before ending the run itself. A second one
-    raises KeyboardInterrupt at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.armed = False
-        self._saved: dict = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._saved[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._saved.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        self._saved.clear()
-
-    def arm(self) -> None:
-        self.armed = True
-
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str | None:
-        return signal.Signals(self.signum).name if self.signum is not None else None
-
-    def _handle(self, signum, frame) -> None:
-        if not self.armed or self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
 
 
 class RestartFailed(Exception):
     """No worker could be started again (every restart allowed was tried)."""
-
-
-def _dedupe_key(r: GenerationRequest):
-    if not r.greedy:
-        return None  # sampled requests are independent draws: never merged
-    return (r.prompt, r.max_tokens, r.stop_sequences, r.top_p, r.num_completions, r.top_k_per_token, r.echo_prompt)
-
-
-def _length_batches(reqs: list[GenerationRequest], lengths: dict[str, int], max_batch_size: int) -> list[list[GenerationRequest]]:
-    """Batches of equal max_tokens and similar length; longest first."""
-    reqs = sorted(reqs, key=lambda r: (-r.max_tokens, -lengths[r.id]))
-    batches: list[list[GenerationRequest]] = []
-    for r in reqs:
-        if batches and len(batches[-1]) < max_batch_size and batches[-1][0].max_tokens == r.max_tokens:
-            batches[-1].append(r)
-        else:
-            batches.append([r])
-    return batches
-
-
-def plan_batches(
-    requests: Sequence[GenerationRequest], lengths: dict[str, int], max_batch_size: int, order: str = "effbench",
-    groups: dict[str, PrefixGroup] | None = None,
-) -> tuple[list[list[GenerationRequest]], dict[str, list[str]]]:
-    """(batches in execution order, duplicates: representative id -> ids answered by it).
-    `groups` (from effbench.execute.prefix.prefix_groups): without it, each run is taken as its own group."""
-    if order == "helm":
-        batches, i = [], 0
-        while i < len(requests):
-            run = requests[i].origin.run
-            j = i
-            while j < len(requests) and requests[j].origin.run == run and j - i < max_batch_size:
-                j += 1
-            batches.append(list(requests[i:j]))
-            i = j
-        return batches, {}
-    if order != "effbench":
-        raise ValueError(f"unknown order {order!r}; one of {ORDERS}")
-
-    unique: list[GenerationRequest] = []
-    dupes: dict[str, list[str]] = {}
-    first: dict[tuple, str] = {}
-    for r in requests:
-        key = _dedupe_key(r)
-        if key is not None and key in first:
-            dupes.setdefault(first[key], []).append(r.id)
-            continue
-        if key is not None:
-            first[key] = r.id
-        unique.append(r)
-
-    def group_of(r: GenerationRequest) -> str:
-        return groups[r.id].key if groups is not None and r.id in groups else "run:" + r.origin.run
-
-    members: dict[str, list[GenerationRequest]] = {}
-    for r in unique:
-        members.setdefault(group_of(r), []).append(r)
-    # First, one request of every run (a handful of batches), so that even a budget that ends
-    # after them leaves no run, and so no scenario, with nothing.
-    first_of_run: dict[str, GenerationRequest] = {}
-    for r in unique:
-        first_of_run.setdefault(r.origin.run, r)
-    first = list(first_of_run.values())
-    batches = _length_batches(first, lengths, max_batch_size)
-    taken = {r.id for r in first}
-    # Then chunk by chunk, each from one group, the most starved group (least of it scheduled) next:
-    # groups advance together, while a chunk's batches share their prefix.
-    chunks: dict[str, list[list[list[GenerationRequest]]]] = {}
-    for g, reqs in members.items():
-        rest = _length_batches([r for r in reqs if r.id not in taken], lengths, max_batch_size)
-        chunks[g] = chunked(rest)
-    done = {g: sum(r.id in taken for r in reqs) / len(reqs) for g, reqs in members.items()}
-    while any(chunks.values()):
-        g = min((g for g in chunks if chunks[g]), key=lambda g: done[g])
-        chunk = chunks[g].pop(0)
-        batches.extend(chunk)
-        done[g] += sum(len(b) for b in chunk) / len(members[g])
-    return batches, dupes
 
 
 @dataclass

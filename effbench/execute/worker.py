@@ -151,7 +151,7 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pi
 
 
 def _iomp_preload(submission: Submission) -> str | None:
-    """vLLM on the CPU decodes ~1.5x faster with Intel's OpenMP preloaded (STACK-NOTES.md): the
+    """vLLM on the CPU decodes faster with Intel's OpenMP preloaded (README, "Backends"): the
     venv's libiomp5.so for a vllm worker, unless LD_PRELOAD is already set."""
     lib = Path(sys.prefix) / "lib" / "libiomp5.so"
     if submission.manifest.backend != "vllm" or os.environ.get("LD_PRELOAD") or not lib.is_file():

@@ -25,7 +25,8 @@ from effbench.results import write_check
 from effbench.runner import start_executor
 from effbench.score import main_metric, metric_columns, not_run_records, suite_score
 from effbench.execute.prefix import tokens_kept
-from effbench.execute.scheduler import InProcess, Scheduler
+from effbench.execute.executor import InProcess
+from effbench.execute.scheduler import Scheduler
 from effbench.submission import Submission
 from effbench.challenge.suites import Suite
 

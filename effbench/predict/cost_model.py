@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from effbench.contracts import GenerationRequest, GenerationResult
+from effbench.execute.order import plan_batches
 from effbench.execute.prefix import PrefixCache, PrefixGroup
-from effbench.execute.scheduler import plan_batches
 
 FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
 

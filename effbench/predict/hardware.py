@@ -2,7 +2,7 @@
 
 Targets (the challenge's RTX 4090 and A100-40GB tracks, plus H100 and H200) come from vendor
 datasheets; "here" is the machine in hand, measured by `effbench.predict.kernels.microbench` and cached.
-Peaks live in this table keyed by device name, never as a bare constant (STYLE.md, 4).
+Peaks live in this table keyed by device name, never as a bare constant.
 
 FLOP/s are dense (no 2:4 sparsity). bfloat16/float16 are tensor-core figures with FP32
 accumulate (what cuBLAS does for torch's half-precision matmuls). float32 is the non-tensor-core

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from effbench.contracts import EffbenchError, GenerationResult
 from effbench.execute.journal import JOURNAL_NAME, budget_timeline, read_journal
-from effbench.execute.scheduler import plan_batches
+from effbench.execute.order import plan_batches
 
 
 @dataclass

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from effbench.contracts import Backend, GenerationRequest, GenerationResult
+from effbench.execute.executor import InProcess
 from effbench.execute.policy import isolate
-from effbench.execute.scheduler import InProcess
 from effbench.execute.worker import BackendRaised
 
 log = logging.getLogger("effbench.serve")

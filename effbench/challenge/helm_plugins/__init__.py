@@ -1,4 +1,4 @@
-"""HELM plugins for the NeurIPS 2023 LLM Efficiency Challenge's closed evaluation (CHALLENGE.md).
+"""HELM plugins for the NeurIPS 2023 LLM Efficiency Challenge's closed evaluation (README, "Suites").
 
 sam_sum, corr2cause and ethics_* were scenarios of the challenge's private HELM fork and do not
 exist in crfm-helm 0.5.16; HELM's own MATH scenario loads its data from the Hugging Face hub.

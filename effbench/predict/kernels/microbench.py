@@ -1,12 +1,12 @@
 """Hardware microbenchmarks with torch's reference paths: memory bandwidth, matmul FLOP/s, attention.
 
-The same code runs on the CPU and on a CUDA device. Timing follows STYLE.md point 4 (gpt-fast
+The same code runs on the CPU and on a CUDA device. Timing follows the usual practice (gpt-fast
 `generate.py`, nanoGPT `bench.py`): warm-up calls are excluded, the device is synchronized on both
 sides of every `perf_counter` read, and the figure reported is the median over repetitions. Each
 result carries its conditions (shapes, dtype, device, threads, repetitions), so a number is never
 shown without what produced it.
 
-Sizes default small on the CPU (each benchmark well under ~2 s on 2 cores) and larger on a GPU
+Sizes default small on the CPU (a whole profile in seconds on 2 cores) and larger on a GPU
 (big enough to leave the L2 cache and saturate the card).
 """
 

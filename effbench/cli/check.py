@@ -1,0 +1,83 @@
+"""`effbench check`: the pre-submission timeout check (effbench.predict.check) and its table;
+its exit code is the verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from effbench.cli.common import AllowOutsidePaths, AllowPickle, TrustRemoteCode, console, duration_minutes, out_console, write_json_out
+from effbench.contracts import BackendName, EffbenchError, Order, Semantics
+
+
+def check(
+    submission: Annotated[Path, typer.Argument(help="Submission folder (with effbench.toml).")],
+    suite: Annotated[str, typer.Option(help="Built-in suite name or a suite .toml file.")] = "neurips2023-open",
+    track: Annotated[str, typer.Option(help="Target card: 4090, a100-40gb, h100, h200, or here (this machine).")] = "here",
+    probe: Annotated[float, typer.Option(help="Share of the requests to run as the probe (stratified: every run gets its share).")] = 0.05,
+    budget: Annotated[Optional[str], typer.Option(help="Budget to check against (default: the suite's), e.g. 300m.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the probe's files. Default: effbench-out/<submission>-<suite>-check.")] = None,
+    order: Annotated[Order, typer.Option(help="Scheduling order to project: effbench or helm.")] = "effbench",
+    semantics: Annotated[Semantics, typer.Option(help="How unfinished work counts in the expected score: item or helm.")] = "item",
+    max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run.")] = None,
+    runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets (see `run`).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights and hardware-profile cache.")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process.")] = False,
+    backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_outside_paths: AllowOutsidePaths = False,
+) -> None:
+    """The pre-submission timeout check: from a short probe, will SUBMISSION finish the suite within
+    its budget on the target card, and what is lost if not? Exit 0 PASS, 1 AT RISK, 2 FAIL
+    (3: the check itself could not run)."""
+    from rich.table import Table
+
+    from effbench.predict.check import check as run_check
+    from effbench.merge import default_cache_dir
+    from effbench.paths import safe_name
+    from effbench.plan import RunOptions
+    from effbench.submission import Submission
+    from effbench.challenge.suites import load_suite
+
+    try:
+        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                              allow_outside_paths=allow_outside_paths)
+        sub = sub.with_backend(backend) if backend else sub
+        suite_obj = load_suite(suite)
+        out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}-check")
+        opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
+                          data_dir=data_dir, order=order, semantics=semantics, in_process=in_process)
+        report = run_check(sub, suite_obj, opts, track=track, probe_fraction=probe, budget_minutes=duration_minutes(budget),
+                           hardware_cache=cache_dir or default_cache_dir())
+    except EffbenchError as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
+    pm = report["projected_minutes"]
+    colour = {"PASS": "green", "AT RISK": "yellow", "FAIL": "red"}[report["verdict"]]
+    table = Table(title=f"{sub.name} on {report['suite']}, projected on {report['track']}")
+    for col in ("run", "requests", "probed", "finish (min)", "answered in budget", "probe score"):
+        table.add_column(col, justify="left" if col == "run" else "right", overflow="fold")
+    for r in report["runs"]:
+        table.add_row(r["name"], str(r["requests"]), str(r["probed"]),
+                      "-" if r["projected_finish_min"] is None else f"{r['projected_finish_min']:.2f}",
+                      str(r["answered_within_budget"]), "-" if r["probe_score"] is None else f"{r['probe_score']:.3f}")
+    out_console.print(table)
+    es = report["expected_score"]
+    out_console.print(
+        f"[bold {colour}]{report['verdict']}[/]: projected {pm['median']:.1f} min (90% interval {pm['p05']:.1f}-{pm['p95']:.1f})"
+        f" of {report['budget_minutes']:g} min on {report['track']}; {report['runs_past_budget']} runs /"
+        f" {report['items_past_budget']} requests past the budget; expected score {es['if_all_finish']:.4f},"
+        f" {es['within_budget']:.4f} within the budget (lost {es['lost']:.4f})", highlight=False)
+    pr = report["probe"]
+    out_console.print(f"probe: {pr['requests']} of {report['requests']} requests ({pr['fraction']:.1%}), {pr['batches']} batches,"
+                      f" {pr['seconds']:.1f} s; whole check {report['check_seconds']:.1f} s", highlight=False)
+    out_console.print(f"memory: {report['memory']['summary']}", highlight=False)
+    if json_out is not None:
+        write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
+    raise typer.Exit(report["exit_code"])

@@ -1,0 +1,85 @@
+"""`effbench run`: a new run, or `--resume` of one from its output folder (its run_config.json
+gives back the options it was started with). The work itself is effbench.runner's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from effbench.cli.common import AllowOutsidePaths, AllowPickle, TrustRemoteCode, console, duration_minutes, fail, out_console
+from effbench.contracts import BackendName, EffbenchError, MissingData, Order, Semantics
+
+
+def run(
+    submission: Annotated[Optional[Path], typer.Argument(help="Submission folder (with effbench.toml); not needed with --resume.")] = None,
+    suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file.")] = "default",
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
+    order: Annotated[Order, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
+    semantics: Annotated[Semantics, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its journal (same options as it was started with; the folder may have been moved or copied).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start again in an output folder that holds an earlier run's journal (replaced once the new run starts); without it such a folder is refused.")] = False,
+    max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run (quick versions of a suite).")] = None,
+    runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Merged-weights cache. Default: $EFFBENCH_CACHE or ~/.cache/effbench.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets in their published formats (e.g. ../shared/data); implies offline: nothing is downloaded.")] = None,
+    missing_data: Annotated[MissingData, typer.Option(help="With --data-dir, a run whose data is missing: 'auto' stops when a dataset is absent altogether and records runs of an incomplete one as not run (score 0); 'skip' records all as not run; 'stop' stops on any.")] = "auto",
+    track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
+    in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process (starts faster; a hung backend can then not be stopped at the deadline).")] = False,
+    backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    allow_pickle: AllowPickle = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_outside_paths: AllowOutsidePaths = False,
+) -> None:
+    """Evaluate SUBMISSION on a suite under a time budget: HELM builds prompts and metrics, effbench
+    batches the requests through the submission's backend (in a worker process it can stop at the
+    deadline), journals every result, and writes results.json and HELM run folders."""
+    from effbench.report.live import LiveView
+    from effbench.paths import safe_name
+    from effbench.plan import RunOptions
+    from effbench.results import load_run_config, save_run_config
+    from effbench.runner import run_suite
+    from effbench.submission import Submission
+    from effbench.challenge.suites import load_suite
+
+    opts = None
+    try:
+        if resume is not None:
+            if out is not None and Path(os.path.abspath(out)) != Path(os.path.abspath(resume)):
+                raise EffbenchError(f"--out {out} with --resume {resume}: a resumed run continues in its own folder;"
+                                    " give only --resume")
+            config = load_run_config(resume)  # options.out is `resume` as given, wherever the folder is now
+            submission, suite = Path(config["submission"]), config["suite"]
+            allow_pickle, trust_remote_code = config["allow_pickle"], config["trust_remote_code"]
+            allow_outside_paths = config.get("allow_outside_paths", False)
+            opts = RunOptions.from_json({**config["options"], "resume": True})
+        elif submission is None:
+            raise EffbenchError("run: give a SUBMISSION folder, or --resume OUT to continue a run")
+        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                              allow_outside_paths=allow_outside_paths)
+        if resume is not None and config.get("backend"):
+            sub = sub.with_backend(config["backend"])
+        elif backend is not None:
+            sub = sub.with_backend(backend)
+        suite_obj = load_suite(suite)
+        if resume is None:
+            out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}")
+            opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
+                              data_dir=data_dir, missing_data=missing_data, track=track, budget_minutes=duration_minutes(budget),
+                              order=order, semantics=semantics, in_process=in_process)
+            save_run_config(opts, sub, suite, overwrite=overwrite)
+        with LiveView(console, suite_obj) as view:
+            outcome = run_suite(sub, suite_obj, opts, view.progress)
+    except EffbenchError as e:
+        fail(e)
+    except OSError as e:  # writing into --out: a file, read-only or full (HELM's own writes land here)
+        from effbench.execute.journal import out_error
+
+        if opts is None or (err := out_error(opts.out, e)) is None:
+            raise
+        fail(err)
+    view.summary(outcome.results, out_console)
+    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {opts.out / outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
