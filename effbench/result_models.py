@@ -165,11 +165,24 @@ class Timeline(_Open):
     samples: list[Sample]
 
 
+class CpuPolicy(_Open):
+    """The backend process's threads (effbench/execute/cpu.py): absent in results of older runs."""
+
+    omp_wait_policy: Optional[str]
+    chosen_by: str = Field(description="'effbench' (its default) or 'user' (OMP_WAIT_POLICY was set)")
+    preloaded: Optional[str] = Field(description="LD_PRELOAD of the backend process (Intel's OpenMP for vLLM on a CPU)")
+    openmp_runtimes: list[str] = Field(description="OpenMP runtimes mapped into the backend process")
+    blocked_modules: list[str]
+    torch_threads: Optional[int]
+    cores: int = Field(description="cores in the backend process's affinity mask")
+
+
 class Environment(_Open):
     effbench: str
     python: str
     versions: dict[str, Optional[str]]
     device: str
+    cpu_policy: Optional[CpuPolicy] = None
 
 
 class Results(_Open):

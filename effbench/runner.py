@@ -22,6 +22,7 @@ from effbench.challenge.suites import Suite
 from effbench.contracts import EffbenchError, GenerationRequest
 from effbench.execute.journal import (JOURNAL_NAME, Journal, budget_timeline, fingerprint_changes, plan_digest, read_journal,
                                       submission_fingerprint)
+from effbench.execute import cpu
 from effbench.execute.executor import InProcess
 from effbench.execute.scheduler import Scheduler
 from effbench.execute.signals import StopSignals
@@ -51,7 +52,7 @@ class RunOutcome:
     phases: list[Phase] = field(default_factory=list)
 
 
-def environment(device: str) -> dict:
+def environment(device: str, cpu_policy: dict | None = None) -> dict:
     def v(dist: str) -> str | None:
         try:
             return metadata.version(dist)
@@ -66,6 +67,7 @@ def environment(device: str) -> dict:
         "cpu_count": os.cpu_count(),
         "versions": {d: v(d) for d in ("crfm-helm", "torch", "transformers", "peft", "tokenizers", "bitsandbytes")},
         "device": device,
+        "cpu_policy": cpu_policy,  # the backend process's threads (effbench/execute/cpu.py)
     }
     if device == "cuda":
         import torch
@@ -192,7 +194,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
                     "phases": {p.name: sampler.summary(p.start, p.end) for p in phases},
                     "allocator": allocator},
         "timeline": sampler.timeline(phases[0].start),
-        "environment": environment(info["device"]),
+        "environment": environment(info["device"], info["cpu"]),
         "data_dir": str(opts.data_dir) if opts.data_dir else None,
         "datasets_staged": plan.staged,
         "helm_output": "helm",
@@ -208,11 +210,14 @@ def start_executor(executor, launched: bool = False) -> dict:
     if isinstance(executor, InProcess):
         be = executor.backend
         be.start()
+        # in this process: its policy is what the command line set before anything loaded torch
         return {"name": be.name, "model_dir": str(be.model_dir), "merged_now": be.merged_now, "device": be.device,
-                "load_seconds": be.load_seconds, "merge_seconds": be.merge_seconds, "warm_up_seconds": 0.0}
+                "load_seconds": be.load_seconds, "merge_seconds": be.merge_seconds, "warm_up_seconds": 0.0,
+                "cpu": cpu.policy_report(cpu.set_wait_policy(), [])}
     w = executor.wait_ready() if launched else executor.start()
     return {"name": w.name, "model_dir": w.model_dir, "merged_now": w.merged_now, "device": w.device,
-            "load_seconds": w.load_seconds, "merge_seconds": w.merge_seconds, "warm_up_seconds": w.warm_up_seconds}
+            "load_seconds": w.load_seconds, "merge_seconds": w.merge_seconds, "warm_up_seconds": w.warm_up_seconds,
+            "cpu": w.cpu}
 
 
 def _open_journal(opts: RunOptions, submission: Submission, suite: Suite, requests: list[GenerationRequest]):

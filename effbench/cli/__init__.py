@@ -10,6 +10,7 @@ import typer
 
 from effbench import __version__
 from effbench.cli import check, report, run, tools
+from effbench.execute.cpu import set_wait_policy
 
 app = typer.Typer(
     help="Time-limited evaluation of fine-tuned LLMs (base model + LoRA) with HELM scenarios.",
@@ -32,6 +33,7 @@ def main(
     ] = None,
 ) -> None:
     """effbench evaluates a submission folder against a suite of HELM run entries."""
+    set_wait_policy()  # before any command loads torch: HELM's scoring in this process must not spin
 
 
 app.command()(tools.demo)

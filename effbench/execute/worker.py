@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from effbench.backends.common import allocator_stats
+from effbench.execute import cpu
 from effbench.contracts import WARM_UP_ID, BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
 
@@ -82,6 +83,7 @@ class WorkerInfo:
     merge_seconds: float
     warm_up_seconds: float
     capabilities: BackendCapabilities
+    cpu: dict  # the worker's threading policy (effbench/execute/cpu.py policy_report)
 
 
 def _bind_to_parent(parent_pid: int) -> None:
@@ -115,9 +117,12 @@ _reaper: subprocess.Popen | None = None  # in the worker: kept referenced for as
 def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pid: int) -> None:
     try:
         _bind_to_parent(parent_pid)
+        chosen_by = cpu.set_wait_policy()  # before torch loads: the OpenMP runtime reads it once
+        blocked = cpu.block_second_runtimes(submission.tokenizer_dir)
         from effbench.backends import make_backend
 
         backend = make_backend(submission, cache_dir=cache_dir)
+        cpu.set_torch_threads()
         backend.start()
         # Warm-up, outside any timing: the first forward pass pays one-off kernel and allocator set-up.
         t0 = time.perf_counter()
@@ -126,7 +131,7 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pi
         conn.send(("ready", WorkerInfo(
             backend.name, str(getattr(backend, "model_dir", "")), bool(getattr(backend, "merged_now", False)),
             str(getattr(backend, "device", "cpu")), float(getattr(backend, "load_seconds", 0.0)),
-            float(getattr(backend, "merge_seconds", 0.0)), warm, backend.capabilities,
+            float(getattr(backend, "merge_seconds", 0.0)), warm, backend.capabilities, cpu.policy_report(chosen_by, blocked),
         )))
     except Exception as e:  # reported to the parent, which raises it there: nothing is swallowed
         conn.send(("error", f"{type(e).__name__}: {e}" if not isinstance(e, EffbenchError) else str(e), isinstance(e, EffbenchError)))

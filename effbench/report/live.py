@@ -61,7 +61,7 @@ class LiveView:
         self.suite = suite
         self.bars = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            console=console, transient=False, refresh_per_second=2,  # a cheap parent: the backend wants the cores
         )
         self.phase_task = None
         self.total_task = None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from effbench.contracts import EffbenchError
+from effbench.execute import cpu
 from effbench.serve.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_WINDOW_S, create_app
 
 __all__ = ["create_app", "serve", "serve_in_thread", "wait_until_serving"]
@@ -61,8 +62,11 @@ def serve(
     sub = Submission.load(submission, **(trust or {}))
     sub = sub.with_backend(backend) if backend else sub
     sock = _bind(host, port)  # before the (slow) model load: a taken port fails at once
+    chosen_by = cpu.set_wait_policy()  # the worker's policy (effbench/execute/cpu.py), before torch loads
+    blocked = cpu.block_second_runtimes(sub.tokenizer_dir)
     try:
         be = make_backend(sub, cache_dir=cache_dir)
+        cpu.set_torch_threads()
         if one_at_a_time and getattr(be, "prefix_reuse", False):
             be.prefix_reuse = False  # the sample servers computed every prompt whole
         be.start()
@@ -70,6 +74,7 @@ def serve(
             app = create_app(be, max_batch=max_batch, window_s=window_s, one_at_a_time=one_at_a_time,
                              max_body_bytes=max_body_bytes, model_name=sub.name, max_queue=max_queue,
                              request_timeout_s=request_timeout_s)
+            app.state.cpu_policy = cpu.policy_report(chosen_by, blocked)
             if on_ready is not None:
                 b = app.state.batcher
                 on_ready(f"serving {sub.name} ({be.name}) on http://{host}:{port}: max batch {b.max_batch},"

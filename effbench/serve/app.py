@@ -171,6 +171,7 @@ def create_app(
     )
     app.state.batcher = batcher
     app.state.stats = batcher.stats
+    app.state.cpu_policy = None  # serve() records its threading policy here (effbench/execute/cpu.py)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -200,6 +201,7 @@ def create_app(
             "max_queue": max_queue,
             "request_timeout_s": request_timeout_s,
             "prefix_reuse": getattr(backend, "prefix_reuse", None),
+            "cpu_policy": app.state.cpu_policy,
             "max_sequence_length": caps.max_sequence_length,
             "queued": batcher.queued,
             "busy": batcher.busy,
