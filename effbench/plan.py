@@ -98,9 +98,9 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
     helm_dir = session.helm_dir
     staged: list[str] = []
     if opts.data_dir is not None:
-        from effbench.challenge.data import stage
+        from effbench.challenge.data import datasets_for, stage
 
-        staged = stage(opts.data_dir, helm_dir)
+        staged = stage(opts.data_dir, helm_dir, datasets_for({parse_entry(e)[0] for e, _ in suite.entries()}))
         stage_perturbation_resources(opts.data_dir, helm_dir)
     if submission.tokenizer_dir is None:  # a remote server: HELM will tokenize through it, so it must answer now
         from effbench.backends.http import HTTPBackend

@@ -134,3 +134,15 @@ def test_run_records_a_run_with_an_empty_dev_file_as_not_run(demo_submission, ca
     assert empty in philosophy["reason"] and "dataset mmlu is missing 1 of 3 files, 1 of them empty" in philosophy["reason"]
     assert f"not run: {philosophy['reason']}" in res.output.replace("\n", "")
     assert runs["mmlu:subject=moral_disputes,data_augmentation=canonical"]["status"] == "finished"
+
+
+def test_only_the_datasets_a_suite_reads_are_staged(shared_data, tmp_path):
+    """Staging checks every file of a dataset: a suite of MMLU runs does not pay for BIG-bench's."""
+    from effbench.challenge.data import datasets_for
+
+    assert datasets_for({"mmlu", "synthetic_reasoning"}) == {"mmlu"}
+    assert datasets_for({"ethics_virtue", "gsm"}) == {"ethics", "gsm"}
+    assert datasets_for({"mmlu", "some_plugin_of_a_user"}) is None  # not known: everything is staged
+    assert stage(shared_data, tmp_path / "helm", {"mmlu"}) == ["mmlu"]
+    assert not (tmp_path / "helm" / "scenarios" / "big_bench").exists()
+    assert {"mmlu", "big_bench"} <= set(stage(shared_data, tmp_path / "all"))

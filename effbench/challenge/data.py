@@ -226,12 +226,34 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def stage(data_dir: Path, helm_dir: Path) -> list[str]:
-    """Link (or convert) every known dataset found in `data_dir`; returns the names staged."""
+# HELM run functions -> the dataset they read; functions that generate their own data read none.
+# A function not listed here may read anything: every dataset is staged for it.
+RUN_FUNCTION_DATASETS = {
+    "mmlu": "mmlu", "truthful_qa": "truthful_qa", "bbq": "bbq", "gsm": "gsm", "big_bench": "big_bench",
+    "summarization_cnndm": "cnndm", "sam_sum": "sam_sum", "corr2cause": "corr2cause", "math": "math",
+    "ethics_commonsense": "ethics", "ethics_deontology": "ethics", "ethics_justice": "ethics",
+    "ethics_utilitarianism": "ethics", "ethics_virtue": "ethics",
+    "synthetic_reasoning": None, "dyck_language": None,
+}
+
+
+def datasets_for(run_functions: set[str]) -> set[str] | None:
+    """The datasets a suite's runs read (by their HELM run functions); None: not known, stage all.
+    Staging checks every file of a dataset (BIG-bench has hundreds): only what the suite reads."""
+    if not run_functions <= RUN_FUNCTION_DATASETS.keys():
+        return None
+    return {d for f in run_functions if (d := RUN_FUNCTION_DATASETS[f]) is not None}
+
+
+def stage(data_dir: Path, helm_dir: Path, wanted: set[str] | None = None) -> list[str]:
+    """Link (or convert) every known dataset found in `data_dir` (only those in `wanted` when
+    given); returns the names staged."""
     if not data_dir.is_dir():
         raise EffbenchError(f"--data-dir: {data_dir} is not a folder")
     staged = []
     for ds in DATASETS.values():
+        if wanted is not None and ds.name not in wanted:
+            continue
         src = next((data_dir / s for s in ds.sources if (data_dir / s).exists()), None)
         if src is not None:
             ds.stage(src, helm_dir)
