@@ -277,3 +277,4 @@ class CheckReport(_Open):
     hardware: dict[str, Any] = absent()
     expected_score: ExpectedScore = absent()
     not_run: dict[str, str] = absent()
+    contention: Optional[dict[str, Any]] = absent()  # effbench/predict/contention.py Contention.to_json

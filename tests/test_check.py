@@ -64,3 +64,26 @@ def test_check_on_a_100m_model(tmp_path_factory, cache_dir, tmp_path):
     assert rep["memory"]["fits"] and rep["load"]["name"] == "hf"
     assert 0.09e9 < json.loads(json.dumps(rep["memory"]))["total_bytes"]
     assert rep["projected_minutes"]["p95"] >= rep["projected_minutes"]["median"] > 0
+
+
+def test_check_sees_other_work_on_the_cores_and_widens_its_interval(demo_submission, cache_dir, tmp_path):
+    """A busy process on every core during the probe: check says so and widens the interval by
+    the share the others took (on a machine busy already, the hogs only add to it)."""
+    import subprocess
+    import sys
+
+    from effbench.execute.cpu import cores
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores())]
+    try:
+        res, rep = check(demo_submission, cache_dir, tmp_path, "--in-process", name="hog")
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert res.exit_code in (0, 1), res.output
+    c = rep["contention"]
+    assert c["contended"] and c["other_cores"] > 0.3 and c["interval_widened_by"] == pytest.approx(1 + c["share"], abs=1e-3)
+    assert "contention:" in res.output and "widened" in res.output
+    pm = rep["projected_minutes"]
+    assert pm["p05"] <= pm["median"] <= pm["p95"]

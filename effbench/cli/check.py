@@ -78,6 +78,10 @@ def check(
     out_console.print(f"probe: {pr['requests']} of {report['requests']} requests ({pr['fraction']:.1%}), {pr['batches']} batches,"
                       f" {pr['seconds']:.1f} s; whole check {report['check_seconds']:.1f} s", highlight=False)
     out_console.print(f"memory: {report['memory']['summary']}", highlight=False)
+    if (c := report["contention"]) is not None and c["contended"]:
+        out_console.print(f"[yellow]contention:[/] other work used {c['share']:.0%} of this machine's {c['cores']} cores during the"
+                          f" probe ({c['other_cores']:.2f} cores' worth, steal {c['steal_share']:.1%}): the interval is widened"
+                          f" x{c['interval_widened_by']:.2f}; check again on a quiet machine for a tighter one", highlight=False)
     if json_out is not None:
         write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
     raise typer.Exit(report["exit_code"])

@@ -19,6 +19,7 @@ import numpy as np
 
 from effbench.backends.options import HFOptions, VLLMOptions
 from effbench.contracts import EffbenchError
+from effbench.predict.contention import CpuWatch
 from effbench.predict.cost_model import FEATURES, answered_by, project, stratified_probe
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.results import write_check
@@ -110,8 +111,9 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     try:
         progress.on_phase("probe")
         t0 = time.time()
-        report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
-            probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes)
+        with CpuWatch() as watch:  # others on the cores make the probe's pace a weaker guide
+            report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
+                probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes)
         probe_s = time.time() - t0
     finally:
         executor.close()
@@ -135,6 +137,9 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
                    order=opts.order, coef_transform=transform, groups=prefixes,
                    prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token)
     q05, q50, q95 = proj.quantiles()
+    contention = watch.result
+    if contention is not None and contention.contended:
+        q05, q95 = q05 / contention.widen, q95 * contention.widen
     budget_min = suite.budget_minutes if budget_minutes is None else budget_minutes
     budget_s = budget_min * 60
     verdict = "PASS" if q95 <= budget_s else ("AT RISK" if q50 <= budget_s else "FAIL")
@@ -175,6 +180,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
                   "seconds": round(probe_s, 3), "errors": sum(1 for r in results.values() if not r.ok),
                   "tokens_per_s": round(sum(r.prompt_tokens + r.output_tokens for r in results.values()) / probe_s, 1)
                   if probe_s > 0 else None},
+        "contention": contention.to_json() if contention is not None else None,
         "check_seconds": round(time.time() - t_start, 3),
         "load": info,
         "cost_model": dict(zip(FEATURES, map(float, proj.coef))),
