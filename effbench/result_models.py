@@ -52,6 +52,8 @@ class BackendInfo(_Open):
     process: Literal["worker", "in-process"]
     launched_after_s: Optional[float] = Field(None, description="seconds into the plan phase when the worker was launched"
                                               " (it loads the model while HELM plans)")
+    loaded_for_an_earlier_suite: bool = absent("the worker was loaded by an earlier suite of the same command"
+                                               " (`effbench run --suite a,b`); load_seconds is that load")
 
 
 class Budget(_Open):

@@ -76,7 +76,11 @@ def environment(device: str, cpu_policy: dict | None = None) -> dict:
     return env
 
 
-def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: Progress | None = None) -> RunOutcome:
+def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: Progress | None = None,
+              worker: BackendWorker | None = None) -> RunOutcome:
+    """One suite: plan -> execute -> score -> results.json. `worker`: a backend worker shared by
+    several suites of one command (run_suites): launched by the first that needs it, reused while
+    alive (the model loads once), left running for the next; the caller closes it."""
     from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
     from effbench.merge import default_cache_dir
 
@@ -97,7 +101,9 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     with sampler, stop:
         phase("plan")
         submission = submission.fetch_hub_base()
-        worker = None if opts.in_process else BackendWorker(submission, opts.cache_dir)
+        shared = worker is not None
+        if not shared:
+            worker = None if opts.in_process else BackendWorker(submission, opts.cache_dir)
         journal = None
         try:  # until execution starts: on any failure, stop the worker and close the journal, then re-raise
             session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
@@ -105,6 +111,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             launched: list[float] = []  # when the worker was launched, for results.json
 
             def launch() -> None:
+                if worker.alive:  # shared, and loaded by an earlier suite
+                    return
                 launched.append(time.time())
                 worker.launch()
 
@@ -122,7 +130,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if worker is None else worker
             info = start_executor(executor, launched=worker is not None)
         except BaseException:
-            if worker is not None:
+            if worker is not None and not shared:
                 worker.kill()  # a no-op where it was not launched yet
             if journal is not None:
                 journal.close()
@@ -141,7 +149,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
                 progress.on_warning(f"{report.stopped}: scoring what was answered; `effbench run --resume {opts.out}` continues")
             allocator = executor.allocator_stats() if isinstance(executor, BackendWorker) else {"source": "in-process"}
         finally:
-            executor.close()
+            if not shared:
+                executor.close()
             journal.close()
         results = {**done, **report.results}
 
@@ -162,6 +171,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
                     "device": info["device"], "load_seconds": round(info["load_seconds"], 3),
                     "merge_seconds": round(info["merge_seconds"], 3), "warm_up_seconds": round(info["warm_up_seconds"], 3),
                     "process": "in-process" if opts.in_process else "worker",
+                    "loaded_for_an_earlier_suite": shared and not launched,
                     # seconds into the plan phase when the worker started loading (it overlaps planning)
                     "launched_after_s": round(launched[0] - phases[0].start, 3) if launched else None},
         "budget": {
@@ -214,7 +224,7 @@ def start_executor(executor, launched: bool = False) -> dict:
         return {"name": be.name, "model_dir": str(be.model_dir), "merged_now": be.merged_now, "device": be.device,
                 "load_seconds": be.load_seconds, "merge_seconds": be.merge_seconds, "warm_up_seconds": 0.0,
                 "cpu": cpu.policy_report(cpu.set_wait_policy(), [])}
-    w = executor.wait_ready() if launched else executor.start()
+    w = executor.info if executor.info is not None and executor.alive else (executor.wait_ready() if launched else executor.start())
     return {"name": w.name, "model_dir": w.model_dir, "merged_now": w.merged_now, "device": w.device,
             "load_seconds": w.load_seconds, "merge_seconds": w.merge_seconds, "warm_up_seconds": w.warm_up_seconds,
             "cpu": w.cpu}

@@ -160,3 +160,26 @@ def test_the_model_loads_while_helm_builds_the_requests(default_run):
     # An order of events, not a race: the worker was launched before planning ended, whatever the
     # machine's load makes of either's duration.
     assert 0 <= results["backend"]["launched_after_s"] < results["phases"]["plan"], (results["phases"], results["backend"])
+
+
+def test_several_suites_in_one_command_load_the_model_once(demo_submission, cache_dir, tmp_path):
+    """`--suite default,mini.toml`: each suite its own output folder and results.json, one worker:
+    the second suite finds the model loaded (no load phase to speak of, the same load record)."""
+    mini = tmp_path / "mini.toml"
+    mini.write_text('name = "mini"\ndescription = "one run"\nbudget_minutes = 10\nweight = 1.0\nmax_eval_instances = 2\n\n'
+                    '[[runs]]\nentry = "synthetic_reasoning:mode=induction"\n')
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(demo_submission), "--suite", f"default,{mini}", "--out", str(out),
+                                   "--cache-dir", str(cache_dir), "--max-eval-instances", "2", "--budget", "none"])
+    assert res.exit_code == 0, res.output
+    first, second = (json.loads((out / name / "results.json").read_text()) for name in ("default", "mini"))
+    assert first["suite"]["name"] == "default" and second["suite"]["name"] == "mini"
+    assert len(first["runs"]) == 4 and len(second["runs"]) == 1
+    assert not first["backend"]["loaded_for_an_earlier_suite"] and second["backend"]["loaded_for_an_earlier_suite"]
+    assert second["backend"]["load_seconds"] == first["backend"]["load_seconds"]  # the one load, reported by both
+    assert second["backend"]["launched_after_s"] is None
+    assert all(r["requests"] == 2 and r["errors"] == 0 for r in first["runs"] + second["runs"])
+
+    res = CliRunner().invoke(app, ["run", str(demo_submission), "--suite", "default,default", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "named twice" in res.output
+    assert not (tmp_path / "x").exists()  # refused before anything was written

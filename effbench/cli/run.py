@@ -15,8 +15,8 @@ from effbench.contracts import BackendName, EffbenchError, MissingData, Order, S
 
 def run(
     submission: Annotated[Optional[Path], typer.Argument(help="Submission folder (with effbench.toml); not needed with --resume.")] = None,
-    suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file.")] = "default",
-    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>.")] = None,
+    suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file; several, comma-separated, run one after the other on one loaded model.")] = "default",
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>. With several suites: one folder per suite inside it.")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
     order: Annotated[Order, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
     semantics: Annotated[Semantics, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
@@ -41,6 +41,7 @@ def run(
     from effbench.paths import safe_name
     from effbench.plan import RunOptions
     from effbench.results import load_run_config, save_run_config
+    from effbench.execute.worker import BackendWorker
     from effbench.runner import run_suite
     from effbench.submission import Submission
     from effbench.challenge.suites import load_suite
@@ -64,15 +65,35 @@ def run(
             sub = sub.with_backend(config["backend"])
         elif backend is not None:
             sub = sub.with_backend(backend)
-        suite_obj = load_suite(suite)
-        if resume is None:
-            out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}")
-            opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
-                              data_dir=data_dir, missing_data=missing_data, track=track, budget_minutes=duration_minutes(budget),
-                              order=order, semantics=semantics, in_process=in_process)
-            save_run_config(opts, sub, suite, overwrite=overwrite)
-        with LiveView(console, suite_obj) as view:
-            outcome = run_suite(sub, suite_obj, opts, view.progress)
+        names = [n.strip() for n in suite.split(",") if n.strip()] if resume is None else [suite]
+        suites = [(n, load_suite(n)) for n in names]  # every suite checked before anything runs
+        if len({s.name for _, s in suites}) < len(suites):
+            raise EffbenchError(f"--suite {suite}: a suite named twice (each writes its own output folder)")
+        planned = []
+        if resume is not None:
+            planned.append((suites[0][1], opts))
+        else:
+            for name, suite_obj in suites:
+                folder = safe_name(f"{sub.name}-{suite_obj.name}")
+                where = (out or Path("effbench-out") / folder) if len(suites) == 1 else (out / safe_name(suite_obj.name) if out else Path("effbench-out") / folder)
+                planned.append((suite_obj, RunOptions(
+                    out=where, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir, data_dir=data_dir,
+                    missing_data=missing_data, track=track, budget_minutes=duration_minutes(budget), order=order,
+                    semantics=semantics, in_process=in_process)))
+            for (name, _), (_, o) in zip(suites, planned):
+                save_run_config(o, sub, name, overwrite=overwrite)
+        # several suites share one backend worker: the model loads once (runner.run_suite)
+        shared = BackendWorker(sub, cache_dir) if len(planned) > 1 and not in_process else None
+        try:
+            for suite_obj, opts in planned:
+                with LiveView(console, suite_obj) as view:
+                    outcome = run_suite(sub, suite_obj, opts, view.progress, worker=shared)
+                view.summary(outcome.results, out_console)
+                out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders:"
+                                  f" {opts.out / outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
+        finally:
+            if shared is not None:
+                shared.close()
     except EffbenchError as e:
         fail(e)
     except OSError as e:  # writing into --out: a file, read-only or full (HELM's own writes land here)
@@ -81,5 +102,3 @@ def run(
         if opts is None or (err := out_error(opts.out, e)) is None:
             raise
         fail(err)
-    view.summary(outcome.results, out_console)
-    out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders: {opts.out / outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")

@@ -203,6 +203,7 @@ class BackendWorker:
         """Spawn the worker; it merges and loads the model while the caller does other work
         (HELM planning the suite): wait_ready() collects it."""
         ctx = mp.get_context("spawn")
+        self.info = None  # until this process says it is ready (wait_ready)
         preload = _iomp_preload(self.submission)
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(target=_worker_main, args=(child, self.submission, self.cache_dir, os.getpid()),
