@@ -9,22 +9,33 @@ the model; tests/test_results_schema.py fails while the checked-in file differs 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
+import time
 from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import GenerateJsonSchema
 
+from effbench import __version__
 from effbench.atomic import write_json_atomic, write_text_atomic
+from effbench.challenge.suites import Suite
 from effbench.contracts import EffbenchError
 from effbench.execute.journal import JOURNAL_NAME, journaled_results
 from effbench.plan import RunOptions, config_path
 from effbench.result_models import CheckReport, Results, ResultsV1, RunConfig
-from effbench.score import mean_run_score, suite_score
+from effbench.score import columns_of, mean_run_score, suite_score, totals
 from effbench.submission import Submission
+
+if TYPE_CHECKING:
+    from effbench.execute.scheduler import ExecutionReport
+    from effbench.predict.profiler import Telemetry
+    from effbench.runner import Phase
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "results.schema.json"
 
@@ -206,6 +217,88 @@ def load_run_config(out: Path) -> dict:
         where, msg = _first_error(e)
         raise EffbenchError(f"{file}: field 'options/{where}': {msg} ({RUN_CONFIG})") from None
     return config
+
+
+def environment(device: str, cpu_policy: dict | None = None) -> dict:
+    def v(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    env = {
+        "effbench": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "versions": {d: v(d) for d in ("crfm-helm", "torch", "transformers", "peft", "tokenizers", "bitsandbytes")},
+        "device": device,
+        "cpu_policy": cpu_policy,  # the backend process's threads (effbench/execute/cpu.py)
+    }
+    if device == "cuda":
+        import torch
+
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def build_results(submission: Submission, suite: Suite, opts: RunOptions, staged: list[str], *, info: dict,
+                  launched: list[float], shared: bool, phases: Sequence[Phase], budget_min: float | None,
+                  report: ExecutionReport, spent: float, resumed: int, runs: list[dict], sampler: Telemetry,
+                  allocator: dict) -> dict:
+    """results.json's content (result_models.Results) from what `effbench run` measured:
+    run records and totals (effbench/score.py), phases, budget, backend, profile, environment."""
+    execute = next(p for p in phases if p.name == "execute")
+    groups = sorted({r["scenario"] for r in runs})
+    out = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "track": opts.track,
+        "submission": {"name": submission.name, "folder": str(submission.folder), "manifest": submission.manifest.model_dump()},
+        "backend": {"name": info["name"], "model_dir": info["model_dir"], "merged_this_run": info["merged_now"],
+                    "device": info["device"], "load_seconds": round(info["load_seconds"], 3),
+                    "merge_seconds": round(info["merge_seconds"], 3), "warm_up_seconds": round(info["warm_up_seconds"], 3),
+                    "process": "in-process" if opts.in_process else "worker",
+                    "loaded_for_an_earlier_suite": shared and not launched,
+                    # seconds into the plan phase when the worker started loading (it overlaps planning)
+                    "launched_after_s": round(launched[0] - phases[0].start, 3) if launched else None},
+        "budget": {
+            "minutes": budget_min if budget_min and budget_min > 0 else None,
+            "order": opts.order,
+            "semantics": opts.semantics,
+            "deadline_hit": report.deadline_hit,
+            "elapsed_s": round(spent + report.ended - report.started, 3),
+            "cancelled": len(report.cancelled),
+            "not_started": len(report.not_started),
+            "worker_restarts": report.restarts,
+            "crashes": report.crashes,
+            "stopped": report.stopped,
+            "resumed_results": resumed,
+            "journal": JOURNAL_NAME,  # relative to the output folder, as every path in it: the folder may move
+        },
+        "suite": {
+            "name": suite.name,
+            "budget_minutes": suite.budget_minutes,
+            "weight": suite.weight,
+            "max_eval_instances": suite.max_eval_instances,
+            "max_eval_instances_cap": opts.max_eval_instances,
+            "scenarios": {g: columns_of(suite, g, runs).model_dump() for g in groups if columns_of(suite, g, runs)},
+        },
+        "runs": runs,
+        "totals": totals(runs, execute.seconds, sampler),
+        "phases": {p.name: round(p.seconds, 3) for p in phases},
+        "memory_source": "nvml" if sampler.source == "nvml" else "rss",
+        "profile": {"source": sampler.source,
+                    "phases": {p.name: sampler.summary(p.start, p.end) for p in phases},
+                    "allocator": allocator},
+        "timeline": sampler.timeline(phases[0].start),
+        "environment": environment(info["device"], info["cpu"]),
+        "data_dir": str(opts.data_dir) if opts.data_dir else None,
+        "datasets_staged": staged,
+        "helm_output": "helm",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return out
 
 
 def write_results(out: Path, results: dict) -> Path:

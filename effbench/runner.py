@@ -8,15 +8,11 @@ backend), score (HELM metrics, run folders), then results.json.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
-from effbench import __version__
 from effbench.backends import make_backend
 from effbench.challenge.suites import Suite
 from effbench.contracts import EffbenchError, GenerationRequest
@@ -29,8 +25,8 @@ from effbench.execute.signals import StopSignals
 from effbench.execute.worker import BackendWorker
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.predict.profiler import Telemetry
-from effbench.results import RESULTS_SCHEMA_VERSION, write_results
-from effbench.score import columns_of, not_run_records, score_runs, totals
+from effbench.results import build_results, write_results
+from effbench.score import not_run_records, score_runs
 from effbench.submission import Submission
 
 
@@ -50,30 +46,6 @@ class RunOutcome:
     results: dict
     results_path: Path
     phases: list[Phase] = field(default_factory=list)
-
-
-def environment(device: str, cpu_policy: dict | None = None) -> dict:
-    def v(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    env = {
-        "effbench": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "versions": {d: v(d) for d in ("crfm-helm", "torch", "transformers", "peft", "tokenizers", "bitsandbytes")},
-        "device": device,
-        "cpu_policy": cpu_policy,  # the backend process's threads (effbench/execute/cpu.py)
-    }
-    if device == "cuda":
-        import torch
-
-        env["gpu"] = torch.cuda.get_device_name(0)
-    return env
 
 
 def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: Progress | None = None,
@@ -161,55 +133,9 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         runs.sort(key=lambda r: order[r["entry"]])
         phases[-1].end = time.time()
 
-    execute = next(p for p in phases if p.name == "execute")
-    groups = sorted({r["scenario"] for r in runs})
-    out = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "track": opts.track,
-        "submission": {"name": submission.name, "folder": str(submission.folder), "manifest": submission.manifest.model_dump()},
-        "backend": {"name": info["name"], "model_dir": info["model_dir"], "merged_this_run": info["merged_now"],
-                    "device": info["device"], "load_seconds": round(info["load_seconds"], 3),
-                    "merge_seconds": round(info["merge_seconds"], 3), "warm_up_seconds": round(info["warm_up_seconds"], 3),
-                    "process": "in-process" if opts.in_process else "worker",
-                    "loaded_for_an_earlier_suite": shared and not launched,
-                    # seconds into the plan phase when the worker started loading (it overlaps planning)
-                    "launched_after_s": round(launched[0] - phases[0].start, 3) if launched else None},
-        "budget": {
-            "minutes": budget_min if budget_min and budget_min > 0 else None,
-            "order": opts.order,
-            "semantics": opts.semantics,
-            "deadline_hit": report.deadline_hit,
-            "elapsed_s": round(spent + report.ended - report.started, 3),
-            "cancelled": len(report.cancelled),
-            "not_started": len(report.not_started),
-            "worker_restarts": report.restarts,
-            "crashes": report.crashes,
-            "stopped": report.stopped,
-            "resumed_results": len(done),
-            "journal": JOURNAL_NAME,  # relative to the output folder, as every path in it: the folder may move
-        },
-        "suite": {
-            "name": suite.name,
-            "budget_minutes": suite.budget_minutes,
-            "weight": suite.weight,
-            "max_eval_instances": suite.max_eval_instances,
-            "max_eval_instances_cap": opts.max_eval_instances,
-            "scenarios": {g: columns_of(suite, g, runs).model_dump() for g in groups if columns_of(suite, g, runs)},
-        },
-        "runs": runs,
-        "totals": totals(runs, execute.seconds, sampler),
-        "phases": {p.name: round(p.seconds, 3) for p in phases},
-        "memory_source": "nvml" if sampler.source == "nvml" else "rss",
-        "profile": {"source": sampler.source,
-                    "phases": {p.name: sampler.summary(p.start, p.end) for p in phases},
-                    "allocator": allocator},
-        "timeline": sampler.timeline(phases[0].start),
-        "environment": environment(info["device"], info["cpu"]),
-        "data_dir": str(opts.data_dir) if opts.data_dir else None,
-        "datasets_staged": plan.staged,
-        "helm_output": "helm",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    out = build_results(submission, suite, opts, plan.staged, info=info, launched=launched, shared=shared, phases=phases,
+                        budget_min=budget_min, report=report, spent=spent, resumed=len(done), runs=runs, sampler=sampler,
+                        allocator=allocator)
     path = write_results(opts.out, out)
     if stop.requested():  # results.json is written: now end as the signal asked (non-zero exit)
         raise KeyboardInterrupt
