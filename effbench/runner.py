@@ -78,7 +78,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
             worker = None if opts.in_process else BackendWorker(submission, opts.cache_dir)
         journal = None
         try:  # until execution starts: on any failure, stop the worker and close the journal, then re-raise
-            session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
+            session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism,
+                                  instance_cache=(opts.cache_dir or default_cache_dir()) / "helm-instances")
             # once the data checks pass, the worker merges and loads the model while HELM builds requests
             launched: list[float] = []  # when the worker was launched, for results.json
 

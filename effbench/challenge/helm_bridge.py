@@ -42,6 +42,7 @@ from helm.common.tokenization_request import TokenizationRequest
 from helm.benchmark.window_services.tokenizer_service import TokenizerService
 
 import effbench.challenge.helm_plugins  # noqa: F401  registers the closed suite's scenarios with HELM
+from effbench.challenge.helm_instances import get_instances
 from effbench.contracts import EffbenchError, GenerationRequest, GenerationResult, Origin
 from effbench.paths import safe_name
 
@@ -85,8 +86,9 @@ def ensure_nltk_punkt_tab(cache_dir: Path) -> None:
 class HelmSession:
     """HELM's services for one output folder: tokenizer and metric services, annotation executor."""
 
-    def __init__(self, helm_dir: Path, suite: str, parallelism: int = 4):
+    def __init__(self, helm_dir: Path, suite: str, parallelism: int = 4, instance_cache: Path | None = None):
         self.helm_dir = helm_dir
+        self.instance_cache = instance_cache  # scenario instances kept across runs (helm_instances.py); None: none
         self.suite = suite
         self.parallelism = parallelism
         local_path = helm_dir / "prod_env"
@@ -122,7 +124,8 @@ class HelmSession:
     def plan_run(self, entry: str, spec: RunSpec) -> RunPlan:
         """HELM's steps 1-4: scenario instances, downsampling, augmentation, adaptation."""
         scenario = create_scenario(spec.scenario_spec)
-        instances = scenario.get_instances(get_scenario_cache_path(str(self.helm_dir), scenario.name))
+        instances = get_instances(scenario, spec.scenario_spec, Path(get_scenario_cache_path(str(self.helm_dir), scenario.name)),
+                                  self.instance_cache)
         if any(i.id is None for i in instances):
             instances = with_instance_ids(instances)
         if spec.adapter_spec.max_eval_instances is not None:

@@ -95,7 +95,8 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
     t_start = time.time()
     submission = submission.fetch_hub_base()
-    session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism)
+    session = HelmSession(opts.out / "helm", suite.name, parallelism=opts.parallelism,
+                          instance_cache=(opts.cache_dir or default_cache_dir()) / "helm-instances")
     progress.on_phase("plan")
     plan = plan_suite(submission, suite, opts, session, progress)
     requests = plan.requests(suite.name)
