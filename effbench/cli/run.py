@@ -80,8 +80,8 @@ def run(
                     out=where, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir, data_dir=data_dir,
                     missing_data=missing_data, track=track, budget_minutes=duration_minutes(budget), order=order,
                     semantics=semantics, in_process=in_process)))
-            for (name, _), (_, o) in zip(suites, planned):
-                save_run_config(o, sub, name, overwrite=overwrite)
+            for (name, _), (_, opts) in zip(suites, planned):  # `opts`: the folder an OSError below names
+                save_run_config(opts, sub, name, overwrite=overwrite)
         # several suites share one backend worker: the model loads once (runner.run_suite)
         shared = BackendWorker(sub, cache_dir) if len(planned) > 1 and not in_process else None
         try:
