@@ -77,15 +77,15 @@ def get_instances(scenario: Scenario, spec: ScenarioSpec, data_folder: Path, cac
     files were seen before; `cache_dir` None: no cache."""
     if cache_dir is None:
         return scenario.get_instances(str(data_folder))
-    path = cache_dir / f"{spec.class_name.rsplit('.', 1)[-1]}-{cache_key(spec, data_folder)}.json"
+    key = cache_key(spec, data_folder)
+    path = cache_dir / f"{spec.class_name.rsplit('.', 1)[-1]}-{key}.json"
     if path.is_file():
         try:
             return [instance_from_json(d) for d in json.loads(path.read_text(encoding="utf-8"))]
         except (ValueError, TypeError, dacite.DaciteError):  # a broken entry: rebuilt below, overwritten
             pass
-    key_before = cache_key(spec, data_folder)
     instances = scenario.get_instances(str(data_folder))
-    if cache_key(spec, data_folder) != key_before:  # it downloaded or wrote its files now: key them next time
+    if cache_key(spec, data_folder) != key:  # it downloaded or wrote its files now: key them next time
         return instances
     try:
         text = json.dumps([dataclasses.asdict(i) for i in instances], ensure_ascii=False)

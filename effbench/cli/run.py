@@ -74,8 +74,11 @@ def run(
             planned.append((suites[0][1], opts))
         else:
             for name, suite_obj in suites:
-                folder = safe_name(f"{sub.name}-{suite_obj.name}")
-                where = (out or Path("effbench-out") / folder) if len(suites) == 1 else (out / safe_name(suite_obj.name) if out else Path("effbench-out") / folder)
+                default = Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}")
+                if out is None:
+                    where = default
+                else:  # several suites: one folder each inside --out
+                    where = out if len(suites) == 1 else out / safe_name(suite_obj.name)
                 planned.append((suite_obj, RunOptions(
                     out=where, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir, data_dir=data_dir,
                     missing_data=missing_data, track=track, budget_minutes=duration_minutes(budget), order=order,
