@@ -69,18 +69,22 @@ def test_check_on_a_100m_model(tmp_path_factory, cache_dir, tmp_path):
 def test_check_sees_other_work_on_the_cores_and_widens_its_interval(demo_submission, cache_dir, tmp_path):
     """A busy process on every core during the probe: check says so and widens the interval by
     the share the others took (on a machine busy already, the hogs only add to it)."""
+    import os
+    import signal
     import subprocess
     import sys
 
     from effbench.execute.cpu import cores
 
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores())]
+    # The hogs must not be this process's children: check counts its own process tree as "ours"
+    # (the worker is a child), so they are started through a shell that exits at once.
+    hog = f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"
+    pids = [int(subprocess.run(["sh", "-c", hog], capture_output=True, text=True, check=True).stdout) for _ in range(cores())]
     try:
         res, rep = check(demo_submission, cache_dir, tmp_path, "--in-process", name="hog")
     finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
     assert res.exit_code in (0, 1), res.output
     c = rep["contention"]
     assert c["contended"] and c["other_cores"] > 0.3 and c["interval_widened_by"] == pytest.approx(1 + c["share"], abs=1e-3)
