@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,35 @@ def m100_backend(m100_submission, tmp_path_factory):
     be.start()
     yield be
     be.close()
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def english_corpus(data: Path = SHARED):
+    """Lines of real English for a realistic tokenizer: MMLU's dev and val questions (its test
+    split, the one evaluated, stays out) and GSM8K's train split."""
+    for split in ("dev", "val"):
+        for f in sorted((data / "mmlu" / split).glob("*.csv")):
+            with f.open(newline="") as fh:
+                yield from (" ".join(row[:-1]) for row in csv.reader(fh))
+    with (data / "gsm8k" / "train.jsonl").open() as fh:
+        for line in fh:
+            d = json.loads(line)
+            yield d["question"]
+            yield d["answer"]
+
+
+@pytest.fixture(scope="session")
+def m100_16k_submission(tmp_path_factory):
+    """The ~100M Llama with a 16k-token BPE trained on real English (~97.5M parameters): MMLU
+    prompts of ~450 tokens, as real tokenizers give, where the byte-ish demo tokenizer gives ~900."""
+    from effbench.demo import build_demo
+
+    if not (SHARED / "mmlu" / "dev").is_dir() or not (SHARED / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip(f"real MMLU dev/val and GSM8K train not found under {SHARED} (the tokenizer's corpus)")
+    return build_demo(
+        tmp_path_factory.mktemp("m100-16k") / "submission",
+        hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048, vocab_size=16384,
+        name="m100-16k", max_batch_size=16, corpus=english_corpus(),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Iterable
 
 from effbench.contracts import EffbenchError
 
@@ -39,7 +40,11 @@ def _corpus(n_lines: int, seed: int) -> list[str]:
     return lines
 
 
-def build_tokenizer(out: Path, vocab_size: int = 1024, seed: int = 0, model_max_length: int = 2048):
+def build_tokenizer(out: Path, vocab_size: int = 1024, seed: int = 0, model_max_length: int = 2048,
+                    corpus: Iterable[str] | None = None):
+    """A byte-level BPE trained on `corpus` (lines of text), or on the built-in word salad, whose
+    ~100 words give few merges: English then tokenizes almost byte by byte. Train on real text
+    for a realistic vocabulary (e.g. 16k merges: MMLU prompts of ~450 tokens, as real tokenizers)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -52,7 +57,7 @@ def build_tokenizer(out: Path, vocab_size: int = 1024, seed: int = 0, model_max_
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(4000, seed), trainer=trainer)
+    tok.train_from_iterator(_corpus(4000, seed) if corpus is None else corpus, trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
     fast = PreTrainedTokenizerFast(
@@ -88,10 +93,12 @@ def build_demo(
     name: str = "demo",
     max_batch_size: int = 8,
     dtype: str = "float32",
+    corpus: Iterable[str] | None = None,
 ) -> Path:
     """Write a submission folder at `out` (must be empty or absent); returns its path.
     The defaults give ~0.6M parameters; hidden_size=768, num_layers=12, intermediate_size=2048,
-    model_vocab_size=8192 give the ~100M-parameter Llama of the benchmarks."""
+    model_vocab_size=8192 give the ~100M-parameter Llama of the benchmarks; `corpus` trains the
+    tokenizer on real text (build_tokenizer)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -101,7 +108,7 @@ def build_demo(
     base = out / "base"
     base.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tokenizer(base, vocab_size=vocab_size, seed=seed)
+    tokenizer = build_tokenizer(base, vocab_size=vocab_size, seed=seed, corpus=corpus)
     config = LlamaConfig(
         vocab_size=max(len(tokenizer), model_vocab_size or 0),  # real models pad their vocab too
         hidden_size=hidden_size,

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from effbench.paths import default_cache_dir
 from effbench.submission import Submission
 
 MERGE_FORMAT = "effbench-merge-v1"
@@ -25,10 +26,6 @@ _TOKENIZER_FILES = (
     "added_tokens.json",
     "chat_template.jinja",
 )
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EFFBENCH_CACHE", Path.home() / ".cache" / "effbench"))
 
 
 def _file_fingerprint(h: "hashlib._Hash", path: Path, full: bool) -> None:

@@ -8,6 +8,7 @@ mistake costs a second before any model load instead of a traceback after it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -15,6 +16,7 @@ import struct
 from pathlib import Path
 
 from effbench.contracts import EffbenchError
+from effbench.paths import default_cache_dir
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # Configs a loader reads whose `auto_map` makes transformers import the folder's own .py files.
@@ -196,6 +198,25 @@ def check_config_matches_weights(config_path: Path, config: dict, shapes: dict[s
     the weight names and shapes the safetensors headers list, but for tied weights."""
     if config.get("quantization_config") or not config.get("model_type"):
         return  # pre-quantized checkpoints store packed shapes; no model_type: transformers decides at load
+    passed = _passed_marker(config, shapes)
+    if passed.is_file():
+        return
+    _build_and_compare(config_path, config, shapes, field)
+    passed.parent.mkdir(parents=True, exist_ok=True)
+    passed.touch()
+
+
+def _passed_marker(config: dict, shapes: dict[str, list[int]]) -> Path:
+    """A file that exists once this config and these weight shapes passed under the installed
+    transformers: importing transformers' model code for the check costs ~4 s of every run's
+    start on a CPU, for an answer that only changes with the inputs or transformers."""
+    from importlib.metadata import version
+
+    key = json.dumps([config, shapes, version("transformers"), version("torch")], sort_keys=True)
+    return default_cache_dir() / "checked-configs" / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _build_and_compare(config_path: Path, config: dict, shapes: dict[str, list[int]], field: str) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

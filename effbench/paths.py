@@ -8,6 +8,7 @@ names under `--out`. A name with `/`, `..` or control characters must never reac
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -48,3 +49,9 @@ def inside(path: Path, root: Path, label: str, allow_outside: bool) -> Path:
         return real
     raise EffbenchError(f"{label}: {path} resolves to {real}, outside the submission folder {root};"
                         " pass --allow-outside-paths if you trust this submission")
+
+
+def default_cache_dir() -> Path:
+    """Where effbench keeps what it can compute again (merged weights, HELM instances, checks
+    passed): $EFFBENCH_CACHE, else ~/.cache/effbench."""
+    return Path(os.environ.get("EFFBENCH_CACHE", Path.home() / ".cache" / "effbench"))

@@ -88,9 +88,10 @@ class SuitePlan:
 def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, progress: Progress,
                on_data_checked: Callable[[], None] | None = None) -> SuitePlan:
     """Everything HELM does before the first request, and every data check, with no model
-    loaded: a missing file costs seconds, not a model load. `on_data_checked` runs once every
-    check has passed, before HELM builds the instances and requests (the slow part): run_suite
-    starts loading the model there."""
+    loaded: a broken data file costs seconds, not a model load. `on_data_checked` runs once the
+    data files are checked (staged; a run whose files are missing is only left out), before
+    the tokenizer loads and HELM builds the instances and requests (the slow part): run_suite
+    starts loading the model there, so the worker's imports overlap the parent's."""
     from effbench.challenge.helm_bridge import parse_entry
     from effbench.challenge.helm_models import helm_model_name, register_model
     from effbench.challenge.helm_offline import adapt_offline, stage_perturbation_resources
@@ -108,6 +109,8 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
         probe = HTTPBackend(submission)
         probe.start()
         probe.close()
+    if on_data_checked is not None:
+        on_data_checked()
     helm_name = helm_model_name(submission.name)
     register_model(helm_name, submission.tokenizer_dir, submission.manifest.limits.max_sequence_length, submission.manifest.endpoint,
                    trust_remote_code=submission.trust_remote_code)
@@ -144,8 +147,6 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
         runnable.append((entry, spec))
     for line in not_run.values():
         progress.on_warning(f"not run: {line}")
-    if on_data_checked is not None:
-        on_data_checked()
     plans = [session.plan_run(entry, spec) for entry, spec in runnable]
     return SuitePlan(specs, plans, not_run, notes, staged)
 

@@ -36,7 +36,7 @@ def effbench_check(request, tmp_path_factory):
             budget_minutes: float | None = None, data_dir: str | Path | None = None, backend: str | None = None,
             max_eval_instances: int | None = None, in_process: bool = True) -> CheckResult:
         from effbench.predict.check import check
-        from effbench.merge import default_cache_dir
+        from effbench.paths import default_cache_dir
         from effbench.plan import RunOptions
         from effbench.submission import Submission
         from effbench.challenge.suites import load_suite

@@ -54,7 +54,7 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     several suites of one command (run_suites): launched by the first that needs it, reused while
     alive (the model loads once), left running for the next; the caller closes it."""
     from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
-    from effbench.merge import default_cache_dir
+    from effbench.paths import default_cache_dir
 
     progress = progress or Progress()
     phases: list[Phase] = []
@@ -67,7 +67,6 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
         return phases[-1]
 
     opts.out.mkdir(parents=True, exist_ok=True)
-    ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
     sampler = Telemetry()
     stop = StopSignals()  # SIGINT/SIGTERM: abort until execution starts, then a clean stop (see StopSignals)
     with sampler, stop:
@@ -90,6 +89,8 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
                 worker.launch()
 
             plan = plan_suite(submission, suite, opts, session, progress, on_data_checked=launch if worker else None)
+            # after the worker's launch (importing nltk takes ~1.5 s), before HELM's metric modules load
+            ensure_nltk_punkt_tab(opts.cache_dir or default_cache_dir())
             requests = plan.requests(suite.name)
             progress.on_plan({p.name: len(p.request_states) for p in plan.plans})
 

@@ -4,6 +4,7 @@ all tests (loading is the slow part), and the real benchmark data in ../shared/d
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Offline, always: tests must never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# effbench's default cache (merges, HELM instances, configs checked) is the session's own, not ~/.cache.
+os.environ.setdefault("EFFBENCH_CACHE", tempfile.mkdtemp(prefix="effbench-test-cache-"))
 os.environ["EFFBENCH_TESTING"] = "1"  # the fault-injecting backend (effbench.backends.TEST_BACKENDS)
 
 

@@ -35,6 +35,19 @@ def test_console_script_is_installed():
         assert command in out
 
 
+@pytest.mark.parametrize("argv, code, stream, text", [
+    (["--version"], 0, "stdout", f"effbench {__version__}"),
+    (["run", "/no/such/folder"], 2, "stderr", "error: /no/such/folder: submission folder does not exist"),
+    (["run"], 2, "stderr", "error: run: give a SUBMISSION folder"),
+])
+def test_the_console_exits_with_the_apps_code_and_flushed_output(argv, code, stream, text, tmp_path):
+    """`python -m effbench.cli` ends with os._exit (no interpreter teardown, ~1 s saved): the exit
+    code is the app's and what it printed reaches a pipe whole."""
+    proc = subprocess.run([sys.executable, "-m", "effbench.cli", *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert getattr(proc, stream).strip().startswith(text), (proc.stdout, proc.stderr)
+
+
 def test_demo_is_deterministic_and_valid(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):

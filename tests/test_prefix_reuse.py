@@ -273,3 +273,24 @@ def test_prefill_in_row_groups_equals_the_whole_batch_at_once(hf, runs, reuse):
     grouped = generate(hf, reqs, reuse=reuse)
     assert_same(whole, grouped)
     assert any(len(r.completions[0].tokens) > 1 for r in grouped)  # decoding ran on the joined cache
+
+
+@pytest.mark.parametrize("chunk", [150, 512])
+def test_packed_suffixes_equal_rows_padded(hf, runs, chunk, monkeypatch):
+    """On a shared prefix the suffixes of several rows run as ONE sequence with a block-diagonal
+    causal mask (effbench/backends/hf_prefill.py): the same tokens, logprobs and finish reasons
+    as the rows-with-padding way, through decoding (the packed KV unpacked into rows)."""
+    from effbench.backends import hf_prefill
+
+    reqs = bigbench(runs, "123") + [replace(r, max_tokens=3) for r in runs["mmlu"][:6]] + runs["mmlu"][6:]
+    hf.prefill_chunk_tokens = chunk  # 150: about one suffix per piece; 512: several
+    calls = []
+    real_packed = hf_prefill._packed
+    monkeypatch.setattr(hf_prefill, "_packed", lambda *a, **k: calls.append(1) or real_packed(*a, **k))
+    packed = generate(hf, reqs, reuse=True)
+    assert calls and hf_prefill.can_pack(hf.model, hf_prefill.Prefix([], 40, 0), False, chunk)
+    monkeypatch.setattr(hf_prefill, "can_pack", lambda *a: False)
+    hf.prefix_cache.clear()
+    rows = generate(hf, reqs, reuse=True)
+    assert_same(rows, packed)
+    assert any(len(r.completions[0].tokens) > 1 for r in packed)  # decoding ran on the unpacked cache

@@ -5,6 +5,7 @@ with one EffbenchError line that names the file and the manifest field, and the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -125,6 +126,28 @@ def test_untouched_copy_loads_with_absolute_paths(sub: Path) -> None:
     assert (m.backend, m.dtype, m.quantization) == ("hf", "float32", "none")
     assert (m.limits.max_batch_size, m.limits.max_sequence_length) == (8, 2048)
     assert not s.allow_pickle and not s.trust_remote_code
+
+
+def test_a_config_checked_once_is_not_rebuilt_on_the_next_load(sub: Path, tmp_path: Path) -> None:
+    """config.json against the weights builds the model on the meta device, which imports
+    transformers' model code (~4 s of every run's start); a pass is remembered per (config,
+    shapes, versions) in the cache, a failure never is, and a changed config is checked again."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EFFBENCH_CACHE": str(tmp_path / "cache")}
+    probe = ("import sys; from effbench.submission import Submission; Submission.load(sys.argv[1]);"
+             " print('transformers.models.auto.modeling_auto' in sys.modules)")
+    first, second = (subprocess.run([sys.executable, "-c", probe, str(sub)], env=env, capture_output=True, text=True,
+                                    check=True).stdout.split()[-1] for _ in range(2))
+    assert (first, second) == ("True", "False")
+    assert len(list((tmp_path / "cache" / "checked-configs").iterdir())) == 1
+    cfg = json.loads((sub / "base" / "config.json").read_text())
+    cfg["num_hidden_layers"] += 1  # no longer the weights' config: checked again, and refused
+    (sub / "base" / "config.json").write_text(json.dumps(cfg))
+    bad = subprocess.run([sys.executable, "-c", probe, str(sub)], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "does not match the weights" in bad.stderr
+    assert len(list((tmp_path / "cache" / "checked-configs").iterdir())) == 1
 
 
 def test_relative_folder_is_resolved(sub: Path, monkeypatch) -> None:

@@ -3,7 +3,7 @@
 Why not `model.generate`: effbench needs per-row stop sequences, per-row seeds, raw logprobs
 with top-k alternatives, echo with prompt logprobs, and finished rows dropped from the batch,
 all in one pass. The loop below is the whole hot path (bench/test_hf_throughput.py holds it against
-plain generate()). Around it, one module each: loading (hf_load.py), choosing tokens
+plain generate()). Around it, one module each: loading (hf_load.py), the prefill (hf_prefill.py), choosing tokens
 (hf_sampling.py), transformers' KV cache classes (hf_kv.py), and what the loop's numbers become:
 top-k texts, the stop check, prompt logprobs, results (hf_outputs.py).
 
@@ -30,7 +30,8 @@ from typing import Sequence
 from effbench.backends.common import encode_prompts, plan_ids_apply, request_problem
 # hf_load before any other torch import: without the 'hf' extra, its import is the one clear error
 from effbench.backends.hf_load import eos_ids, free_bytes, load_model, load_tokenizer, pick_device
-from effbench.backends.hf_kv import Prefix, PrefixKV, entry_bytes, fresh_cache, join_caches, plain_kv
+from effbench.backends.hf_kv import Prefix, PrefixKV, entry_bytes, fresh_cache, plain_kv
+from effbench.backends.hf_prefill import prefill
 from effbench.backends.hf_outputs import Pieces, batch_results, hit_stop, prompt_logprobs
 from effbench.backends.hf_sampling import choose, row_generators
 from effbench.backends.options import HFOptions
@@ -152,10 +153,10 @@ class HFBackend:
         if P:
             mask = torch.cat([mask.new_ones((B, P)), mask], dim=1)  # [B, P+L]: [prefix | pad | suffix]
 
-        # Prefill: all (suffix) positions at once, a few rows per forward pass on a CPU. Logits for
-        # every position only when echo needs them.
+        # Prefill (hf_prefill.py): the (suffix) positions in pieces of ~512 tokens on a CPU, packed
+        # rows on a shared prefix. Logits for every position only when echo needs them.
         decodes = any(r.max_tokens > 1 for r in reqs)
-        logits, cache = self._prefill(input_ids, mask, positions, prefix, echo, keep_cache=decodes)  # [B, L or 1, V]
+        logits, cache = prefill(self.model, input_ids, mask, positions, prefix, echo, decodes, self.prefill_chunk_tokens)  # [B, L or 1, V]
         prompt_lps = prompt_logprobs(self.tokenizer, reqs, encoded, input_ids, logits, L) if echo else [None] * B
 
         # Rows: one per completion. row_req[r] = index of the request that row r belongs to.
@@ -235,38 +236,6 @@ class HFBackend:
             self.tokenizer, reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
             Timings(queued, started, first_token, finished), bid, bsize,
         )
-
-    def _prefill(self, input_ids, mask, positions, prefix: Prefix | None, echo: bool, keep_cache: bool):
-        """(logits, KV cache) of the prompts (suffixes, on top of the prefix). Rows go through the
-        model in groups of at most `prefill_chunk_tokens` tokens, each group cut to its own longest
-        row (less padding): on a CPU a forward pass over a few rows runs more tokens/s than one
-        over the whole batch (README, "Backends"). The groups' caches are joined, padded back to
-        the batch's width with masked zeros, only when decoding follows (keep_cache); a scoring
-        batch (max_tokens <= 1) needs none."""
-        B, L = input_ids.shape
-        P = prefix.length if prefix else 0
-        if not self.prefill_chunk_tokens or B == 1:
-            cache = fresh_cache(prefix, B)  # [B, H, P, D] per layer
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                             use_cache=True, logits_to_keep=0 if echo else 1)
-            return out.logits, cache
-        real = mask[:, P:].sum(dim=1).tolist()  # tokens of each row's own (suffix) part
-        logits, parts, i = [], [], 0
-        while i < B:  # rows by budget: as many as fit at the width of the group's longest row
-            j, width = i + 1, real[i]
-            while j < B and max(width, real[j]) * (j + 1 - i) <= self.prefill_chunk_tokens:
-                width = max(width, real[j])
-                j += 1
-            s = L - width  # columns before s are padding in every row of the group
-            cache = fresh_cache(prefix, j - i)
-            out = self.model(
-                input_ids=input_ids[i:j, s:], attention_mask=torch.cat([mask[i:j, :P], mask[i:j, P + s:]], dim=1),
-                position_ids=positions[i:j, s:], past_key_values=cache, use_cache=True, logits_to_keep=0 if echo else 1,
-            )
-            logits.append(torch.nn.functional.pad(out.logits, (0, 0, s, 0)) if echo else out.logits)  # echo: [rows, L, V]
-            parts.append((cache, s))
-            i = j
-        return torch.cat(logits), join_caches(parts, P) if keep_cache else fresh_cache()
 
     # ---- shared prefix ---------------------------------------------------------------------
     def _shared_prefix(self, encoded: list[list[int]]) -> Prefix | None:

@@ -59,3 +59,24 @@ def join_caches(parts: list[tuple[DynamicCache, int]], P: int) -> DynamicCache:
     return DynamicCache([(torch.cat([widen(c.layers[n].keys, s) for c, s in parts]),
                           torch.cat([widen(c.layers[n].values, s) for c, s in parts]))
                          for n in range(len(parts[0][0].layers))])
+
+
+def unpack_rows(parts: list[tuple[DynamicCache, list[int]]], P: int, L: int) -> DynamicCache:
+    """One cache for the batch from packed prefill pieces' (cache, row lengths): each piece's cache
+    is [1, H, P + sum(lengths), D], the rows' tokens one after another after the prefix; each row
+    becomes [prefix P | L - length masked zeros | its tokens], as the decode loop expects."""
+    rows = sum(len(lens) for _, lens in parts)
+
+    def layout(n: int, which: str) -> torch.Tensor:
+        first = getattr(parts[0][0].layers[n], which)
+        out = first.new_zeros((rows, first.shape[1], P + L, first.shape[3]))
+        out[:, :, :P] = first[0, :, :P]
+        r = 0
+        for cache, lens in parts:
+            t, at = getattr(cache.layers[n], which), P
+            for length in lens:
+                out[r, :, P + L - length:] = t[0, :, at:at + length]
+                at, r = at + length, r + 1
+        return out
+
+    return DynamicCache([(layout(n, "keys"), layout(n, "values")) for n in range(len(parts[0][0].layers))])

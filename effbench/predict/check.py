@@ -84,7 +84,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     from effbench.predict.hardware import get_profile, measure_here
     from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
     from effbench.predict.memfit import fit_submission
-    from effbench.merge import default_cache_dir
+    from effbench.paths import default_cache_dir
     from effbench.predict.roofline import CostCoefficients, translate_coefficients
     from effbench.execute.worker import BackendWorker
 

@@ -62,7 +62,7 @@ def replay_finish_times(results: dict[str, GenerationResult], events: list[dict]
 
 def simulate(out: Path, budgets_minutes: list[float], order: str | None = None, semantics: str | None = None) -> dict:
     from effbench.challenge.helm_bridge import HelmSession, ensure_nltk_punkt_tab
-    from effbench.merge import default_cache_dir
+    from effbench.paths import default_cache_dir
     from effbench.plan import Progress, RunOptions, plan_suite
     from effbench.results import load_results, load_run_config, results_file
     from effbench.score import not_run_records, scenario_scores, score_runs, suite_score
