@@ -1,49 +1,56 @@
-"""Prediction accuracy: `effbench check` (probe of 10%) against the full run of the same slice,
-on the demo model and the ~100M random Llama, this machine as the track (no translation).
-Reports |predicted - actual| / actual per case and the median. Target: median <= 10%.
+"""Prediction accuracy (issue 16 point 4): `effbench check` with a 5% probe against the full run of
+the same slice, in 10 configurations (suites x models x batch sizes), on this machine as the track
+(no translation), quiet and next to a busy process per core. Per case: |predicted - actual| /
+actual of the execute phase, and whether the 90% interval holds the actual time.
 
-Run: .venv/bin/pytest bench/test_prediction_accuracy.py --benchmark-only -s
+Targets: median error <= 5%; the interval covers the actual time in >= 9 of 10 configurations, in
+each condition. One command: .venv/bin/pytest bench/test_prediction_accuracy.py --benchmark-only -s
+(EFFBENCH_BENCH_CONDITIONS=quiet or loaded for one condition only).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from effbench.cli import app
+from conftest import SHARED
 
-runner = CliRunner()
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-ERRORS: dict[str, float] = {}
+EFFBENCH = [sys.executable, "-m", "effbench.cli"]
+PROBE = 0.05
+CASES: dict[str, dict[str, dict]] = {}  # condition -> case -> figures
 
-SYNTHETIC_SLICE = """name = "synthetic-slice"
-budget_minutes = 300
-max_eval_instances = 100
-[[runs]]
-entry = "synthetic_reasoning:mode=pattern_match"
-[[runs]]
-entry = "synthetic_reasoning:mode=variable_substitution"
-[[runs]]
-entry = "synthetic_reasoning:mode=induction"
-[[runs]]
-entry = "dyck_language:num_parenthesis_pairs=2"
-"""
-MMLU_SLICE = """name = "mmlu-bigbench-slice"
-budget_minutes = 300
-[[runs]]
-entry = "mmlu:subject=philosophy"
-max_eval_instances = 60
-[[runs]]
-entry = "mmlu:subject=high_school_biology"
-max_eval_instances = 60
-[[runs]]
-entry = "big_bench:max_train_instances=1,task=logical_deduction,subtask=three_objects"
-max_eval_instances = 60
-"""
+SUITES = {
+    # the default suite's kinds at 100 instances per run: short prompts, generation up to 50 tokens
+    "synthetic": ["synthetic_reasoning:mode=pattern_match", "synthetic_reasoning:mode=variable_substitution",
+                  "synthetic_reasoning:mode=induction", "dyck_language:num_parenthesis_pairs=2"],
+    # few-shot prompts on a shared prefix, one token answered; generation (BIG-bench, 64 tokens)
+    "mmlu-bigbench": ["mmlu:subject=philosophy", "mmlu:subject=high_school_biology",
+                      "big_bench:max_train_instances=1,task=logical_deduction,subtask=three_objects"],
+    # long generation: GSM8K (400 tokens, stop at a blank line) and BIG-bench operators, 0-3 shots
+    "generation": ["gsm", "big_bench:max_train_instances=big_bench_few_shot_setting,task=operators,subtask="],
+}
+INSTANCES = {"synthetic": 100, "mmlu-bigbench": 100, "generation": 40}
+# (model fixture, suite, max_batch_size): ten configurations
+CONFIGS = [
+    ("demo", "synthetic", 8), ("demo", "synthetic", 32), ("demo", "mmlu-bigbench", 8), ("demo", "generation", 8),
+    ("m100", "synthetic", 4), ("m100", "synthetic", 8), ("m100", "mmlu-bigbench", 8), ("m100", "mmlu-bigbench", 16),
+    ("m100-16k", "mmlu-bigbench", 16), ("m100-16k", "generation", 16),
+]
+FIXTURES = {"demo": "demo", "m100": "m100_submission", "m100-16k": "m100_16k_submission"}
+
+
+def _conditions() -> list[str]:
+    wanted = os.environ.get("EFFBENCH_BENCH_CONDITIONS", "quiet,loaded").split(",")
+    return [c for c in ("quiet", "loaded") if c in wanted]
 
 
 @pytest.fixture(scope="module")
@@ -53,51 +60,95 @@ def demo(tmp_path_factory):
     return build_demo(tmp_path_factory.mktemp("demo") / "sub")
 
 
-def _slice(tmp_path: Path, name: str) -> list[str]:
-    if name == "synthetic":  # the default suite's runs at 100 instances: a 10% probe is 5 full batches
-        path = tmp_path / "synthetic.toml"
-        path.write_text(SYNTHETIC_SLICE)
-        return ["--suite", str(path)]
-    if not SHARED.is_dir():
+def _with_batch_size(sub: Path, batch: int, tmp: Path) -> Path:
+    """A copy of the submission whose manifest allows `batch` rows per batch."""
+    copy = tmp / "sub"
+    shutil.copytree(sub, copy)
+    manifest = (copy / "effbench.toml").read_text()
+    old = tomllib.loads(manifest)["limits"]["max_batch_size"]
+    (copy / "effbench.toml").write_text(manifest.replace(f"max_batch_size = {old}", f"max_batch_size = {batch}"))
+    return copy
+
+
+def _suite(tmp: Path, name: str) -> Path:
+    path = tmp / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nbudget_minutes = 600\nmax_eval_instances = {INSTANCES[name]}\n'
+                    + "".join(f'[[runs]]\nentry = "{e}"\n' for e in SUITES[name]))
+    return path
+
+
+class Hogs:
+    """A busy process per core, not our child (effbench check counts its own process tree)."""
+
+    def __enter__(self):
+        hog = f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"
+        self.pids = [int(subprocess.run(["sh", "-c", hog], capture_output=True, text=True, check=True).stdout)
+                     for _ in range(len(os.sched_getaffinity(0)))]
+        return self
+
+    def __exit__(self, *exc):
+        for pid in self.pids:
+            os.kill(pid, signal.SIGKILL)
+
+
+def _effbench(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*EFFBENCH, *args], capture_output=True, text=True, timeout=3600)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("condition", _conditions())
+@pytest.mark.parametrize("model, suite_name, batch", CONFIGS, ids=[f"{m}-{s}-bs{b}" for m, s, b in CONFIGS])
+def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, suite_name, batch):
+    if suite_name != "synthetic" and not SHARED.is_dir():
         pytest.skip(f"real data not found at {SHARED}")
-    path = tmp_path / "slice.toml"
-    path.write_text(MMLU_SLICE)
-    return ["--suite", str(path), "--data-dir", str(SHARED)]
-
-
-@pytest.mark.parametrize("slice_name", ["synthetic", "mmlu-bigbench"])
-@pytest.mark.parametrize("model", ["demo", "m100"])
-def test_predicted_vs_actual(benchmark, request, tmp_path, model, slice_name):
-    sub = request.getfixturevalue("demo" if model == "demo" else "m100_submission")
+    sub = _with_batch_size(request.getfixturevalue(FIXTURES[model]), batch, tmp_path)
     cache = tmp_path / "cache"
-    args = _slice(tmp_path, slice_name)
-    res = runner.invoke(app, ["run", str(sub), *args, "--out", str(tmp_path / "run"), "--cache-dir", str(cache),
-                              "--in-process", "--budget", "none"])
-    assert res.exit_code == 0, res.output
-    actual = json.loads((tmp_path / "run" / "results.json").read_text())["phases"]["execute"]
+    suite = _suite(tmp_path, suite_name)
+    common = ["--suite", str(suite), "--data-dir", str(SHARED), "--cache-dir", str(cache)]
+    _effbench("run", str(sub), "--out", str(tmp_path / "warm"), "--cache-dir", str(cache), "--max-eval-instances", "1",
+              "--runs", "dyck*")  # the merge, outside both timings
+    figures: dict = {}
 
-    def predict():
-        r = runner.invoke(app, ["check", str(sub), *args, "--out", str(tmp_path / "check"), "--cache-dir", str(cache),
-                                "--in-process", "--probe", "0.1", "--track", "here", "--json", str(tmp_path / "check.json")])
-        assert r.exit_code in (0, 1, 2), r.output
-        return json.loads((tmp_path / "check.json").read_text())
+    def both():
+        with Hogs() if condition == "loaded" else _Quiet():
+            _effbench("check", str(sub), *common, "--out", str(tmp_path / "check"), "--probe", str(PROBE), "--track", "here",
+                      "--json", str(tmp_path / "check.json"))
+            _effbench("run", str(sub), *common, "--out", str(tmp_path / "run"), "--budget", "none")
+        figures["check"] = json.loads((tmp_path / "check.json").read_text())
+        figures["actual"] = json.loads((tmp_path / "run" / "results.json").read_text())["phases"]["execute"]
 
-    report = benchmark.pedantic(predict, rounds=1, iterations=1)
-    predicted = report["projected_minutes"]["median"] * 60
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    report, actual = figures["check"], figures["actual"]
+    pm = report["projected_minutes"]
+    predicted, lo, hi = pm["median"] * 60, pm["p05"] * 60, pm["p95"] * 60
     err = abs(predicted - actual) / actual
-    ERRORS[f"{model}/{slice_name}"] = err
-    benchmark.extra_info.update(actual_s=round(actual, 3), predicted_s=round(predicted, 3), error=round(err, 4),
-                                probe_fraction=report["probe"]["fraction"], interval_min=report["projected_minutes"])
-    print(f"\n{model}/{slice_name}: actual {actual:.2f} s, predicted {predicted:.2f} s "
-          f"(90% {report['projected_minutes']['p05'] * 60:.2f}-{report['projected_minutes']['p95'] * 60:.2f}),"
-          f" error {err:.1%}, probe {report['probe']['fraction']:.1%}")
+    covered = lo <= actual <= hi
+    case = f"{model}/{suite_name}/bs{batch}"
+    CASES.setdefault(condition, {})[case] = {"error": err, "covered": covered}
+    benchmark.extra_info.update(condition=condition, actual_s=round(actual, 3), predicted_s=round(predicted, 3), p05_s=round(lo, 3),
+                                p95_s=round(hi, 3), error=round(err, 4), covered=covered, probe=report["probe"],
+                                contention=report["contention"])
+    print(f"\n{condition} {case}: actual {actual:.1f} s, predicted {predicted:.1f} s (90% {lo:.1f}-{hi:.1f}{'' if covered else ', MISSED'}),"
+          f" error {err:.1%}, probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches)")
 
 
-def test_median_error(benchmark):
-    if len(ERRORS) < 2:
+class _Quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+@pytest.mark.parametrize("condition", _conditions())
+def test_summary(benchmark, condition):
+    cases = CASES.get(condition, {})
+    if len(cases) < 2:
         pytest.skip("needs the cases above in the same session")
-    med = statistics.median(ERRORS.values())
-    benchmark.extra_info.update(errors={k: round(v, 4) for k, v in ERRORS.items()}, median_error=round(med, 4))
+    med = statistics.median(c["error"] for c in cases.values())
+    covered = sum(c["covered"] for c in cases.values())
+    benchmark.extra_info.update(condition=condition, median_error=round(med, 4), covered=covered, cases=len(cases))
     benchmark.pedantic(lambda: None, rounds=1)
-    print(f"\nprediction error per case: { {k: f'{v:.1%}' for k, v in ERRORS.items()} }; median {med:.1%}")
-    assert med <= 0.10
+    print(f"\n{condition}: median error {med:.1%} (target <= 5%); the 90% interval covers {covered} of {len(cases)}"
+          f" (target >= 9 of 10)")

@@ -194,3 +194,33 @@ def test_bitsandbytes_quantized_load_generates(quant, demo_submission, cache_dir
         assert r.ok and 0 < r.output_tokens <= 6
     finally:
         be.close()
+
+
+def test_growing_layer_is_a_dynamic_layer_written_in_place():
+    """hf_kv.GrowingLayer: the same keys/values as DynamicLayer's concatenation, step after step,
+    past the room asked for, and after dropping rows; the steps within the room write in place."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from effbench.backends.hf_kv import GrowingLayer, for_decoding
+    from transformers import DynamicCache
+
+    torch.manual_seed(0)
+    k0, v0 = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    plain = DynamicCache([(k0, v0)])
+    grown = for_decoding(DynamicCache([(k0.clone(), v0.clone())]), steps=2)
+    (layer,) = grown.layers
+    assert isinstance(layer, GrowingLayer) and layer._k.shape[2] == 7
+    buffer = layer._k.data_ptr()
+    for step in range(4):  # 2 within the room, then 2 past it
+        k, v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+        a, b = plain.update(k, v, 0), grown.update(k, v, 0)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert (layer._k.data_ptr() == buffer) == (step < 2)
+        assert grown.get_seq_length() == plain.get_seq_length() == 6 + step
+    keep = torch.tensor([2, 0])
+    plain.batch_select_indices(keep)
+    grown.batch_select_indices(keep)
+    k, v = torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4)
+    a, b = plain.update(k, v, 0), grown.update(k, v, 0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and type(plain.layers[0]) is DynamicLayer

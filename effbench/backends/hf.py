@@ -155,8 +155,8 @@ class HFBackend:
 
         # Prefill (hf_prefill.py): the (suffix) positions in pieces of ~512 tokens on a CPU, packed
         # rows on a shared prefix. Logits for every position only when echo needs them.
-        decodes = any(r.max_tokens > 1 for r in reqs)
-        logits, cache = prefill(self.model, input_ids, mask, positions, prefix, echo, decodes, self.prefill_chunk_tokens)  # [B, L or 1, V]
+        steps = max(r.max_tokens for r in reqs) if any(r.max_tokens > 1 for r in reqs) else 0  # decode steps to make room for
+        logits, cache = prefill(self.model, input_ids, mask, positions, prefix, echo, steps, self.prefill_chunk_tokens)  # [B, L or 1, V]
         prompt_lps = prompt_logprobs(self.tokenizer, reqs, encoded, input_ids, logits, L) if echo else [None] * B
 
         # Rows: one per completion. row_req[r] = index of the request that row r belongs to.

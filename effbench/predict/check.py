@@ -20,7 +20,7 @@ import numpy as np
 from effbench.backends.options import HFOptions, VLLMOptions
 from effbench.contracts import EffbenchError
 from effbench.predict.contention import CpuWatch
-from effbench.predict.cost_model import FEATURES, answered_by, project, stratified_probe
+from effbench.predict.cost_model import FEATURES, answered_by, between_batches, project, stratified_probe
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.results import write_check
 from effbench.runner import start_executor
@@ -136,7 +136,8 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     replay = {"bounded": mem.prefix_bound_bytes, "engine": sys.maxsize, "none": None}[kind]
     proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
                    order=opts.order, coef_transform=transform, groups=prefixes,
-                   prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token)
+                   prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token,
+                   gap_s=between_batches(results.values(), probe_s))
     q05, q50, q95 = proj.quantiles()
     contention = watch.result
     if contention is not None and contention.contended:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -121,11 +121,13 @@ def project(
     groups: dict[str, PrefixGroup] | None = None,
     prefix_cache_bytes: int | None = None,
     kv_bytes_per_token: int = 1,
+    gap_s: float = 0.0,
 ) -> Projection:
     """Project the execute time of `requests` (the whole suite) from the probe's results.
     `coef_transform` maps fitted coefficients to another machine (roofline translation);
     `groups`, `prefix_cache_bytes` (None: the backend shares no prefix; 0: only within a batch)
-    and `kv_bytes_per_token` say which prompt tokens the backend will serve from its prefix cache."""
+    and `kv_bytes_per_token` say which prompt tokens the backend will serve from its prefix cache;
+    `gap_s` is the time between two batches (the probe's wall time less its batches' own)."""
     X, y = batch_observations(probe_results)
     if len(y) == 0:
         raise ValueError("the probe produced no timed batch")
@@ -167,6 +169,9 @@ def project(
         point = coef_transform(point)
     per_batch = (coefs[:, [0]] + coefs[:, [1]] * prefill[None, :]
                  + coefs[:, [2]] * steps + coefs[:, [3]] * decoded)  # [samples, batches]
+    # what the model misses on batches it was not fitted on, as a factor on the whole (sample 0: none),
+    # and the scheduler's time between batches (IPC, the journal), which no batch's own clock sees
+    per_batch = per_batch * holdout_factors(X, y, rng, samples)[:, None] + gap_s
     ends = np.cumsum(per_batch, axis=1)
 
     run_of = {q.id: q.origin.run for q in requests}
@@ -177,6 +182,45 @@ def project(
             last_batch[run] = bi
     run_finish = {run: ends[:, bi] for run, bi in last_batch.items()}
     return Projection(ends[:, -1], run_finish, ends, batches, point, answers)
+
+
+def between_batches(results: Iterable[GenerationResult], wall_s: float) -> float:
+    """Seconds per batch that the scheduler spends outside the backend's batches (sending, the
+    journal, the next batch's set-up): a run's wall time less its batches' own, per batch."""
+    spans: dict[int, float] = {}
+    for r in results:
+        if r.timings.finished is not None and r.timings.started is not None:
+            spans[r.batch_id] = r.timings.finished - r.timings.started
+    return max(0.0, (wall_s - sum(spans.values())) / len(spans)) if spans else 0.0
+
+
+def predict_seconds(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Each batch's seconds under coefficients [fixed, a, b, c] (batch_observations' features)."""
+    return X @ coef
+
+
+def holdout_factors(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, samples: int) -> np.ndarray:
+    """[samples] factors actual / predicted for the suite's total: each probe batch predicted by a
+    fit on the others (leave one out), their ratios resampled and averaged as many times as there
+    are samples, the first sample 1. A model that fits its own batches well can still be off on
+    batches it has not seen (another shape, another run's prompts, the machine's pace drifting);
+    the spread of the mean of those ratios is that error on a total of many batches. Needs three
+    batches at least (ones otherwise)."""
+    m = len(y)
+    out = np.ones(samples)
+    if m < 3:
+        return out
+    ratios = []
+    for i in range(m):
+        keep = np.arange(m) != i
+        pred = float(predict_seconds(X[i:i + 1], fit(X[keep], y[keep]))[0])
+        if pred > 0:
+            ratios.append(float(y[i].sum()) / pred)
+    if len(ratios) < 3:
+        return out
+    r = np.asarray(ratios)
+    out[1:] = rng.choice(r, size=(samples - 1, len(r))).mean(axis=1) / r.mean()
+    return out
 
 
 def expected_prefill(batches: Sequence[Sequence[GenerationRequest]], lengths: dict[str, int],
