@@ -25,6 +25,7 @@ import pytest
 from conftest import SHARED
 
 EFFBENCH = [sys.executable, "-m", "effbench.cli"]
+pytestmark = pytest.mark.timeout(7200)  # whole evaluations, not unit tests: the suite's 900 s does not apply
 PROBE = 0.05
 CASES: dict[str, dict[str, dict]] = {}  # condition -> case -> figures
 

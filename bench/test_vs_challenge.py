@@ -44,6 +44,7 @@ from effbench.serve import wait_until_serving
 from conftest import SHARED
 
 EFFBENCH = [sys.executable, "-m", "effbench.cli"]
+pytestmark = pytest.mark.timeout(7200)  # whole evaluations, not unit tests: the suite's 900 s does not apply
 MMLU3 = ("philosophy", "high_school_biology", "high_school_mathematics")
 # Without canonical augmentation: two of its perturbations (dialect, person names) download their
 # word lists, which helm-run cannot do offline (effbench drops them offline and says so; the two

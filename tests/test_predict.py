@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effbench.contracts import GenerationRequest, GenerationResult, Origin, Timings
-from effbench.predict.cost_model import answered_by, batch_observations, fit, project, stratified_probe
+from effbench.predict.cost_model import answered_by, batch_observations, between_batches, fit, holdout_factors, project, stratified_probe
 
 TRUE = dict(fixed=0.05, prefill=2e-4, step=0.01, row=0.002)  # s/batch, s/prompt token, s/step, s/token
 
@@ -34,6 +34,38 @@ def test_fit_recovers_known_costs_from_recorded_batches():
     assert X.shape == (25, 4) and y.shape == (25, 2)
     coef = fit(X, y)
     assert coef == pytest.approx([TRUE["fixed"], TRUE["prefill"], TRUE["step"], TRUE["row"]], rel=1e-6)
+
+
+def test_the_time_between_batches_is_measured_and_projected_per_batch():
+    """A scheduler that idles 0.2 s between batches: between_batches reads it off the batches'
+    own clocks (not the time before the first one), and the projection pays it once per batch."""
+    from dataclasses import replace
+
+    batches = [[(300, 10)] * 4 for _ in range(6)]
+    results = recorded(batches)
+    shifted = [replace(r, timings=Timings(*(t + 0.2 * r.batch_id + 5.0 for t in (r.timings.queued, r.timings.started,
+                                                                                r.timings.first_token, r.timings.finished))))
+               for r in results]
+    assert between_batches(results) == pytest.approx(0.0, abs=1e-9)
+    assert between_batches(shifted) == pytest.approx(0.2)
+    reqs = [GenerationRequest(id=r.request_id, prompt="x", max_tokens=10, origin=Origin(run="r", index=i)) for i, r in enumerate(results)]
+    lengths = {q.id: 300 for q in reqs}
+    base = project(reqs, lengths, results, 4, samples=20).quantiles([0.5])[0]
+    gapped = project(reqs, lengths, results, 4, samples=20, gap_s=0.2).quantiles([0.5])[0]
+    assert gapped - base == pytest.approx(0.2 * 6, rel=1e-6)
+
+
+def test_holdout_factors_spread_with_the_models_error_on_unseen_batches():
+    """Leave-one-out: batches the linear model fits exactly give factors of 1; noisy ones spread
+    them around 1 (the first sample, the point projection, stays 1)."""
+    rng = np.random.default_rng(0)
+    batches = [[(int(rng.integers(50, 900)), int(rng.integers(1, 60))) for _ in range(4)] for _ in range(8)]
+    X, y = batch_observations(recorded(batches))
+    exact = holdout_factors(X, y, np.random.default_rng(1), 200)
+    assert exact == pytest.approx(np.ones(200), abs=1e-6)
+    noisy = holdout_factors(X, y * rng.uniform(0.8, 1.2, size=y.shape), np.random.default_rng(1), 200)
+    assert noisy[0] == 1.0 and noisy.std() > 0.01 and 0.9 < np.median(noisy) < 1.1
+    assert holdout_factors(X[:2], y[:2], np.random.default_rng(1), 5) == pytest.approx(np.ones(5))
 
 
 def test_fit_never_makes_a_batch_cheaper():

@@ -184,14 +184,16 @@ def project(
     return Projection(ends[:, -1], run_finish, ends, batches, point, answers)
 
 
-def between_batches(results: Iterable[GenerationResult], wall_s: float) -> float:
-    """Seconds per batch that the scheduler spends outside the backend's batches (sending, the
-    journal, the next batch's set-up): a run's wall time less its batches' own, per batch."""
-    spans: dict[int, float] = {}
+def between_batches(results: Iterable[GenerationResult]) -> float:
+    """Mean seconds from one batch's end to the next one's start (sending, the journal, the next
+    batch's set-up): time no batch's own clock sees, paid once per batch of the full run."""
+    spans: dict[int, tuple[float, float]] = {}
     for r in results:
         if r.timings.finished is not None and r.timings.started is not None:
-            spans[r.batch_id] = r.timings.finished - r.timings.started
-    return max(0.0, (wall_s - sum(spans.values())) / len(spans)) if spans else 0.0
+            spans[r.batch_id] = (r.timings.started, r.timings.finished)
+    ordered = sorted(spans.values())
+    gaps = [max(0.0, b[0] - a[1]) for a, b in zip(ordered, ordered[1:])]
+    return sum(gaps) / len(gaps) if gaps else 0.0
 
 
 def predict_seconds(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
