@@ -48,7 +48,7 @@ def test_the_time_between_batches_is_measured_and_projected_per_batch():
                for r in results]
     assert between_batches(results) == pytest.approx(0.0, abs=1e-9)
     assert between_batches(shifted) == pytest.approx(0.2)
-    reqs = [GenerationRequest(id=r.request_id, prompt="x", max_tokens=10, origin=Origin(run="r", index=i)) for i, r in enumerate(results)]
+    reqs = [GenerationRequest(id=r.request_id, prompt=f"x{i}", max_tokens=10, origin=Origin(run="r", index=i)) for i, r in enumerate(results)]
     lengths = {q.id: 300 for q in reqs}
     base = project(reqs, lengths, results, 4, samples=20).quantiles([0.5])[0]
     gapped = project(reqs, lengths, results, 4, samples=20, gap_s=0.2).quantiles([0.5])[0]
