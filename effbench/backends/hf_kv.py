@@ -83,24 +83,28 @@ def _buffers(like: torch.Tensor, rows: int, capacity: int) -> torch.Tensor:
     return like.new_empty((rows, like.shape[1], capacity, like.shape[3]))
 
 
-def _cache(layers: list[GrowingLayer]) -> DynamicCache:
+def _grown(layout, layers: int, n: int) -> DynamicCache:
+    """A cache of GrowingLayers over `layout(layer, "keys" | "values")` buffers, `n` positions used."""
     cache = DynamicCache()
-    cache.layers = layers
+    cache.layers = [GrowingLayer(layout(i, "keys"), layout(i, "values"), n) for i in range(layers)]
     return cache
 
 
 def for_decoding(cache: DynamicCache, steps: int) -> DynamicCache:
     """A one-pass prefill's cache with room for `steps` more tokens per row (GrowingLayer); a cache
     whose layers are not plain DynamicLayers is returned as it is."""
-    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+    kv = plain_kv(cache)
+    if kv is None:
         return cache
-    layers = []
-    for layer in cache.layers:
-        n = layer.keys.shape[-2]
-        k, v = _buffers(layer.keys, layer.keys.shape[0], n + steps), _buffers(layer.values, layer.values.shape[0], n + steps)
-        k[:, :, :n], v[:, :, :n] = layer.keys, layer.values
-        layers.append(GrowingLayer(k, v, n))
-    return _cache(layers)
+    n = kv[0][0].shape[-2]
+
+    def layout(i: int, which: str) -> torch.Tensor:
+        t = kv[i][0 if which == "keys" else 1]
+        out = _buffers(t, t.shape[0], n + steps)
+        out[:, :, :n] = t
+        return out
+
+    return _grown(layout, len(kv), n)
 
 
 def join_caches(parts: list[tuple[DynamicCache, int]], P: int, steps: int) -> DynamicCache:
@@ -123,7 +127,7 @@ def join_caches(parts: list[tuple[DynamicCache, int]], P: int, steps: int) -> Dy
             r += g
         return out
 
-    return _cache([GrowingLayer(layout(n, "keys"), layout(n, "values"), P + L) for n in range(len(parts[0][0].layers))])
+    return _grown(layout, len(parts[0][0].layers), P + L)
 
 
 def unpack_rows(parts: list[tuple[DynamicCache, list[int]]], P: int, L: int, steps: int) -> DynamicCache:
@@ -146,4 +150,4 @@ def unpack_rows(parts: list[tuple[DynamicCache, list[int]]], P: int, L: int, ste
                 at, r = at + length, r + 1
         return out
 
-    return _cache([GrowingLayer(layout(n, "keys"), layout(n, "values"), P + L) for n in range(len(parts[0][0].layers))])
+    return _grown(layout, len(parts[0][0].layers), P + L)

@@ -39,8 +39,7 @@ def check(
     from rich.table import Table
 
     from effbench.predict.check import check as run_check
-    from effbench.paths import default_cache_dir
-    from effbench.paths import safe_name
+    from effbench.paths import default_cache_dir, safe_name
     from effbench.plan import RunOptions
     from effbench.submission import Submission
     from effbench.challenge.suites import load_suite

@@ -127,7 +127,7 @@ def project(
     `coef_transform` maps fitted coefficients to another machine (roofline translation);
     `groups`, `prefix_cache_bytes` (None: the backend shares no prefix; 0: only within a batch)
     and `kv_bytes_per_token` say which prompt tokens the backend will serve from its prefix cache;
-    `gap_s` is the time between two batches (the probe's wall time less its batches' own)."""
+    `gap_s` is the time from one batch's end to the next one's start (between_batches)."""
     X, y = batch_observations(probe_results)
     if len(y) == 0:
         raise ValueError("the probe produced no timed batch")
@@ -196,11 +196,6 @@ def between_batches(results: Iterable[GenerationResult]) -> float:
     return sum(gaps) / len(gaps) if gaps else 0.0
 
 
-def predict_seconds(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """Each batch's seconds under coefficients [fixed, a, b, c] (batch_observations' features)."""
-    return X @ coef
-
-
 def holdout_factors(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, samples: int) -> np.ndarray:
     """[samples] factors actual / predicted for the suite's total: each probe batch predicted by a
     fit on the others (leave one out), their ratios resampled and averaged as many times as there
@@ -215,7 +210,7 @@ def holdout_factors(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, samp
     ratios = []
     for i in range(m):
         keep = np.arange(m) != i
-        pred = float(predict_seconds(X[i:i + 1], fit(X[keep], y[keep]))[0])
+        pred = float(X[i] @ fit(X[keep], y[keep]))  # the batch's seconds under the others' fit
         if pred > 0:
             ratios.append(float(y[i].sum()) / pred)
     if len(ratios) < 3:
