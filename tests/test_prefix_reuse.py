@@ -52,9 +52,10 @@ def hf(hf_backend):
     cache's bound as it was again afterwards."""
     hf_backend.prefix_cache.clear()
     hf_backend.prefix_stats = {k: 0 for k in hf_backend.prefix_stats}
-    chunk, bound = hf_backend.prefill_chunk_tokens, hf_backend.prefix_cache.bound_bytes
+    chunk, bound, cascade = hf_backend.prefill_chunk_tokens, hf_backend.prefix_cache.bound_bytes, hf_backend.cascade
     yield hf_backend
     hf_backend.prefill_chunk_tokens = chunk
+    hf_backend.cascade = cascade
     hf_backend.prefix_reuse = True
     hf_backend.prefix_cache.bound_bytes = bound
     hf_backend.prefix_cache.clear()
@@ -294,3 +295,71 @@ def test_packed_suffixes_equal_rows_padded(hf, runs, chunk, monkeypatch):
     rows = generate(hf, reqs, reuse=True)
     assert_same(rows, packed)
     assert any(len(r.completions[0].tokens) > 1 for r in packed)  # decoding ran on the unpacked cache
+
+
+@pytest.mark.parametrize("chunk", [0, 150, 512])
+def test_cascade_decode_equals_per_row_caches(hf, runs, chunk, monkeypatch):
+    """Cascade decoding (hf_cascade.py: the prefix's KV read once for all rows, the rows' caches
+    without it) after each prefill way (whole batch, row groups, packed): the same tokens,
+    logprobs and finish reasons as every row decoding on its own copy of the prefix, with rows
+    stopping early, several completions per request and a sampled row among greedy ones."""
+    from effbench.backends import hf_cascade
+
+    assert hf.cascade  # on by default on a CPU, the model switched to effbench_sdpa
+    assert hf.model.config._attn_implementation == hf_cascade.NAME
+    reqs = bigbench(runs, "13") + [replace(r, max_tokens=5, num_completions=2, temperature=0.7, seed=i)
+                                   for i, r in enumerate(runs["mmlu"][:4])]
+    hf.prefill_chunk_tokens = chunk
+    steps = []
+    real_check = hf_cascade.check_calls
+    monkeypatch.setattr(hf_cascade, "check_calls", lambda state, layers: steps.append(state["calls"]) or real_check(state, layers))
+    cascaded = generate(hf, reqs, reuse=True)
+    assert steps and set(steps) == {hf.model.config.num_hidden_layers}  # every layer read the prefix, every step
+    hf.cascade, n = False, len(steps)
+    hf.prefix_cache.clear()
+    per_row = generate(hf, reqs, reuse=True)
+    assert len(steps) == n  # off: no cascade step
+    assert_same(per_row, cascaded)
+    reasons = {c.finish_reason for r in cascaded for c in r.completions}
+    assert "stop" in reasons and reasons - {"stop"}
+
+
+def test_cascade_attention_equals_sdpa_over_the_whole_cache():
+    """hf_cascade.cascade against SDPA over [prefix | suffix] per row: grouped-query heads, a
+    multi-token causal query, a row whose suffix is all padding, float32 and bfloat16."""
+    from effbench.backends.hf_cascade import cascade
+
+    torch.manual_seed(0)
+    B, Hq, Hkv, T, P, S, D = 3, 8, 2, 4, 40, 12, 16
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        q = torch.randn(B, T, Hq, D, dtype=dtype).transpose(1, 2)  # non-contiguous, as the model's
+        pk, pv = torch.randn(Hkv, P, D, dtype=dtype), torch.randn(Hkv, P, D, dtype=dtype)
+        sk, sv = torch.randn(B, Hkv, S, D, dtype=dtype), torch.randn(B, Hkv, S, D, dtype=dtype)
+        valid = torch.zeros(B, S, dtype=torch.bool)
+        valid[0, 3:], valid[1, :], valid[2, S - T:] = True, True, True  # row 2: only the query's own positions
+        causal = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+        mask = valid[:, None, None, :] & causal[None, None]  # [B, 1, T, S]
+        full_k = torch.cat([pk[None].expand(B, -1, -1, -1), sk], dim=2).repeat_interleave(Hq // Hkv, dim=1)
+        full_v = torch.cat([pv[None].expand(B, -1, -1, -1), sv], dim=2).repeat_interleave(Hq // Hkv, dim=1)
+        full_mask = torch.cat([torch.ones(B, 1, T, P, dtype=torch.bool), mask], dim=-1)
+        want = torch.nn.functional.scaled_dot_product_attention(q.float(), full_k.float(), full_v.float(), attn_mask=full_mask)
+        got = cascade(q, pk, pv, sk, sv, mask, None)
+        assert got.shape == (B, T, Hq, D) and got.dtype == dtype
+        assert torch.allclose(got.float(), want.transpose(1, 2), atol=tol), (dtype, (got.float() - want.transpose(1, 2)).abs().max())
+        row2 = cascade(q[2:], pk, pv, sk[2:], sv[2:], torch.zeros_like(mask[2:]), None)  # suffix all masked: the prefix alone
+        alone = torch.nn.functional.scaled_dot_product_attention(
+            q[2:].float(), pk[None].float().repeat_interleave(Hq // Hkv, dim=1), pv[None].float().repeat_interleave(Hq // Hkv, dim=1))
+        assert torch.allclose(row2.float(), alone.transpose(1, 2), atol=tol)
+
+
+def test_cascade_refuses_a_model_that_bypasses_the_interface():
+    """A forward pass that did not call the attention interface once per layer would have skipped
+    the prefix: the step raises instead of returning wrong logits."""
+    from effbench.backends import hf_cascade
+
+    kv = [(torch.zeros(1, 1, 40, 4), torch.zeros(1, 1, 40, 4))]
+    with hf_cascade.prefix_attention(kv, 40) as calls:
+        pass  # no forward pass: no attention call
+    with pytest.raises(RuntimeError, match=r"0 attention calls for 2 layers in one step .*cascade_decode = false"):
+        hf_cascade.check_calls(calls, 2)
+    assert hf_cascade._active is None  # plain SDPA again outside the block

@@ -16,6 +16,9 @@ effbench/execute/prefix.py's); each batch then prefills only its rows' suffixes 
 of it. Same tokens and logprobs as prefilling every prompt whole (to float rounding); off for echo
 (it needs logits at every prompt position) and with `prefix_reuse = false`.
 
+Cascade decoding (on a CPU by default, `cascade_decode`): the decode steps of a batch on a shared
+prefix read the prefix's stored KV once for all rows instead of each row's copy of it (hf_cascade.py).
+
 Prompts arrive tokenized by the plan (GenerationRequest.prompt_token_ids): the lengths the
 scheduler batched by are the ones run here (backends/common.py plan_ids_apply says when they apply).
 """
@@ -30,6 +33,7 @@ from typing import Sequence
 from effbench.backends.common import encode_prompts, plan_ids_apply, request_problem
 # hf_load before any other torch import: without the 'hf' extra, its import is the one clear error
 from effbench.backends.hf_load import eos_ids, free_bytes, load_model, load_tokenizer, pick_device
+from effbench.backends import hf_cascade
 from effbench.backends.hf_kv import Prefix, PrefixKV, entry_bytes, fresh_cache, plain_kv
 from effbench.backends.hf_prefill import prefill
 from effbench.backends.hf_outputs import Pieces, batch_results, hit_stop, prompt_logprobs
@@ -65,6 +69,7 @@ class HFBackend:
         chunk = opts.prefill_chunk_tokens
         self.prefill_chunk_tokens = (512 if self.device == "cpu" else 0) if chunk is None else chunk
         self.prefix_reuse = opts.prefix_reuse
+        self.cascade = False  # decode reads the shared prefix once per step (hf_cascade.py); start() decides
         self.prefix_cache_bytes = opts.prefix_cache_bytes  # None: resolved in start(); 0: shared by a batch's rows only
         # token ids -> prefix KV; bound resolved in start() (None: a share of the memory then free)
         self.prefix_cache: PrefixCache[tuple[int, ...], PrefixKV] = PrefixCache(self.prefix_cache_bytes or 0)
@@ -89,6 +94,8 @@ class HFBackend:
         self.model = load_model(self.submission, self.model_dir, self.device, m)
         self.pieces = Pieces(self.tokenizer)  # top-k alternatives' texts
         self.eos_ids = eos_ids(self.model, self.tokenizer)
+        wanted = self.options.cascade_decode if self.options.cascade_decode is not None else self.device == "cpu"
+        self.cascade = wanted and self.prefix_reuse and hf_cascade.install(self.model)
         self.plan_ids = plan_ids_apply(self.submission, self.model_dir)
         bound = default_cache_bytes(free_bytes(self.device)) if self.prefix_cache_bytes is None else self.prefix_cache_bytes
         self.prefix_cache = PrefixCache(bound)
@@ -156,7 +163,9 @@ class HFBackend:
         # Prefill (hf_prefill.py): the (suffix) positions in pieces of ~512 tokens on a CPU, packed
         # rows on a shared prefix. Logits for every position only when echo needs them.
         steps = max(r.max_tokens for r in reqs) if any(r.max_tokens > 1 for r in reqs) else 0  # decode steps to make room for
-        logits, cache = prefill(self.model, input_ids, mask, positions, prefix, echo, steps, self.prefill_chunk_tokens)  # [B, L or 1, V]
+        cascade = self.cascade and prefix is not None  # the decode cache then holds the rows' own positions only
+        logits, cache = prefill(self.model, input_ids, mask, positions, prefix, echo, steps, self.prefill_chunk_tokens,
+                                cascade)  # [B, L or 1, V]
         prompt_lps = prompt_logprobs(self.tokenizer, reqs, encoded, input_ids, logits, L) if echo else [None] * B
 
         # Rows: one per completion. row_req[r] = index of the request that row r belongs to.
@@ -223,11 +232,7 @@ class HFBackend:
                 active = [active[a] for a in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # [A, P+L+t]
             last_pos = last_pos + 1
-            out = self.model(
-                input_ids=chosen[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                past_key_values=cache, use_cache=True,
-            )
-            next_logits = out.logits[:, -1, :]
+            next_logits = self._step(chosen, mask, last_pos, cache, prefix if cascade else None)
 
         finished = time.time()
         # Tokens run through the model per request: its suffix; the prefix computed now goes to the first.
@@ -236,6 +241,21 @@ class HFBackend:
             self.tokenizer, reqs, encoded, prompt_computed, row_req, tok_ids, tok_lps, tok_tops, finish, prompt_lps,
             Timings(queued, started, first_token, finished), bid, bsize,
         )
+
+    def _step(self, chosen, mask, positions, cache, cascade_on: Prefix | None):
+        """One decode step of the active rows -> their next logits [A, V]. `cascade_on`: the shared
+        prefix the rows' caches leave out, read once for all rows (hf_cascade.py); the suffix part
+        of the mask then goes in as a 4-D bool mask (transformers passes it through as given)."""
+        if cascade_on is None:
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions[:, None],
+                             past_key_values=cache, use_cache=True)
+            return out.logits[:, -1, :]
+        P = cascade_on.length
+        with hf_cascade.prefix_attention(cascade_on.kv, P) as calls:
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask[:, None, None, P:].bool(),
+                             position_ids=positions[:, None], past_key_values=cache, use_cache=True)
+            hf_cascade.check_calls(calls, len(cache.layers))
+        return out.logits[:, -1, :]
 
     # ---- shared prefix ---------------------------------------------------------------------
     def _shared_prefix(self, encoded: list[list[int]]) -> Prefix | None:

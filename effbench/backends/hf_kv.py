@@ -3,7 +3,8 @@ that knows transformers' cache classes (DynamicCache, DynamicLayer): a shared pr
 (per layer keys and values at batch size 1) and a fresh cache of it for a batch's rows, the
 per-layer KV of a cache the prefix was just run into (None unless every layer is a plain
 DynamicLayer), and the prefill's caches joined back into one at the batch's width, in buffers with
-room for the whole decode (GrowingLayer: each step writes in place instead of copying the cache).
+room for the whole decode (GrowingLayer: each step writes in place instead of copying the cache);
+with cascade decoding (hf_cascade.py) the rows' caches leave the prefix out.
 """
 
 from __future__ import annotations
@@ -90,64 +91,67 @@ def _grown(layout, layers: int, n: int) -> DynamicCache:
     return cache
 
 
-def for_decoding(cache: DynamicCache, steps: int) -> DynamicCache:
-    """A one-pass prefill's cache with room for `steps` more tokens per row (GrowingLayer); a cache
-    whose layers are not plain DynamicLayers is returned as it is."""
+def for_decoding(cache: DynamicCache, steps: int, drop: int = 0) -> DynamicCache:
+    """A one-pass prefill's cache with room for `steps` more tokens per row (GrowingLayer), without
+    its first `drop` positions (the shared prefix, for cascade decoding); a cache whose layers are
+    not plain DynamicLayers is returned as it is."""
     kv = plain_kv(cache)
     if kv is None:
         return cache
-    n = kv[0][0].shape[-2]
+    n = kv[0][0].shape[-2] - drop
 
     def layout(i: int, which: str) -> torch.Tensor:
         t = kv[i][0 if which == "keys" else 1]
         out = _buffers(t, t.shape[0], n + steps)
-        out[:, :, :n] = t
+        out[:, :, :n] = t[:, :, drop:]
         return out
 
     return _grown(layout, len(kv), n)
 
 
-def join_caches(parts: list[tuple[DynamicCache, int]], P: int, steps: int) -> DynamicCache:
+def join_caches(parts: list[tuple[DynamicCache, int]], P: int, steps: int, cascade: bool = False) -> DynamicCache:
     """One cache for the batch from its prefill groups' (cache, s), with room for `steps` more
     tokens per row: a group run without its first s (all-padding) suffix columns gets s masked
     zero positions back after the prefix, so every row is [prefix P | pad | suffix] at the
-    batch's width."""
+    batch's width ([pad | suffix] with `cascade`: the decode reads the prefix from its stored entry)."""
     rows = sum(c.layers[0].keys.shape[0] for c, _ in parts)
     L = max(c.layers[0].keys.shape[2] - P + s for c, s in parts)
+    o = 0 if cascade else P  # where the suffix part starts in a row
 
     def layout(n: int, which: str) -> torch.Tensor:
-        out = _buffers(getattr(parts[0][0].layers[n], which), rows, P + L + steps)
+        out = _buffers(getattr(parts[0][0].layers[n], which), rows, o + L + steps)
         r = 0
         for cache, s in parts:
             t = getattr(cache.layers[n], which)  # [group rows, H, P + L - s, D]
             g = t.shape[0]
-            out[r:r + g, :, :P] = t[:, :, :P]
-            out[r:r + g, :, P:P + s] = 0
-            out[r:r + g, :, P + s:P + L] = t[:, :, P:]
+            out[r:r + g, :, :o] = t[:, :, :o]
+            out[r:r + g, :, o:o + s] = 0
+            out[r:r + g, :, o + s:o + L] = t[:, :, P:]
             r += g
         return out
 
-    return _grown(layout, len(parts[0][0].layers), P + L)
+    return _grown(layout, len(parts[0][0].layers), o + L)
 
 
-def unpack_rows(parts: list[tuple[DynamicCache, list[int]]], P: int, L: int, steps: int) -> DynamicCache:
+def unpack_rows(parts: list[tuple[DynamicCache, list[int]]], P: int, L: int, steps: int, cascade: bool = False) -> DynamicCache:
     """One cache for the batch from packed prefill pieces' (cache, row lengths), with room for
     `steps` more tokens per row: each piece's cache is [1, H, P + sum(lengths), D], the rows' tokens
     one after another after the prefix; each row becomes [prefix P | L - length masked zeros |
-    its tokens], as the decode loop expects."""
+    its tokens], as the decode loop expects (without the prefix with `cascade`)."""
     rows = sum(len(lens) for _, lens in parts)
+    o = 0 if cascade else P
 
     def layout(n: int, which: str) -> torch.Tensor:
         first = getattr(parts[0][0].layers[n], which)
-        out = _buffers(first, rows, P + L + steps)
-        out[:, :, :P] = first[0, :, :P]
+        out = _buffers(first, rows, o + L + steps)
+        out[:, :, :o] = first[0, :, :o]
         r = 0
         for cache, lens in parts:
             t, at = getattr(cache.layers[n], which), P
             for length in lens:
-                out[r, :, P:P + L - length] = 0
-                out[r, :, P + L - length:P + L] = t[0, :, at:at + length]
+                out[r, :, o:o + L - length] = 0
+                out[r, :, o + L - length:o + L] = t[0, :, at:at + length]
                 at, r = at + length, r + 1
         return out
 
-    return _grown(layout, len(parts[0][0].layers), P + L)
+    return _grown(layout, len(parts[0][0].layers), o + L)

@@ -19,29 +19,34 @@ from __future__ import annotations
 
 import torch
 
+from effbench.backends import hf_cascade
 from effbench.backends.hf_kv import Prefix, for_decoding, fresh_cache, join_caches, unpack_rows
 
 
 def can_pack(model, prefix: Prefix | None, echo: bool, chunk_tokens: int) -> bool:
     """Packed prefill applies: suffixes on a prefix, logits of the last positions only, pieces
     (chunk_tokens > 0: the CPU's way) and SDPA attention (which takes the 4-D mask as given)."""
-    return prefix is not None and not echo and chunk_tokens > 0 and getattr(model.config, "_attn_implementation", None) == "sdpa"
+    return (prefix is not None and not echo and chunk_tokens > 0
+            and getattr(model.config, "_attn_implementation", None) in ("sdpa", hf_cascade.NAME))
 
 
-def prefill(model, input_ids, mask, positions, prefix: Prefix | None, echo: bool, steps: int, chunk_tokens: int):
+def prefill(model, input_ids, mask, positions, prefix: Prefix | None, echo: bool, steps: int, chunk_tokens: int,
+            cascade: bool = False):
     """(logits [B, L or 1, V], KV cache) of the batch (suffixes on top of the prefix, if any).
     The cache, with room for `steps` decode steps per row written in place (hf_kv.GrowingLayer),
-    is built only when decoding follows (steps > 0); a scoring batch needs none."""
+    is built only when decoding follows (steps > 0); a scoring batch needs none. With `cascade`
+    (and a prefix) it holds the rows' own positions only: the decode reads the prefix from its entry."""
     B, L = input_ids.shape
     P = prefix.length if prefix else 0
+    cascade = cascade and prefix is not None
     real = mask[:, P:].sum(dim=1).tolist()  # tokens of each row's own (suffix) part
     if can_pack(model, prefix, echo, chunk_tokens):
-        return _packed(model, input_ids, positions, prefix, real, steps, chunk_tokens)
+        return _packed(model, input_ids, positions, prefix, real, steps, chunk_tokens, cascade)
     if not chunk_tokens or B == 1:
         cache = fresh_cache(prefix, B)  # [B, H, P, D] per layer
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                     use_cache=True, logits_to_keep=0 if echo else 1)
-        return out.logits, for_decoding(cache, steps) if steps else fresh_cache()
+        return out.logits, for_decoding(cache, steps, P if cascade else 0) if steps else fresh_cache()
     logits, parts = [], []
     for i, j in _pieces(real, chunk_tokens, padded=True):
         width = max(real[i:j])
@@ -51,7 +56,7 @@ def prefill(model, input_ids, mask, positions, prefix: Prefix | None, echo: bool
                     position_ids=positions[i:j, s:], past_key_values=cache, use_cache=True, logits_to_keep=0 if echo else 1)
         logits.append(torch.nn.functional.pad(out.logits, (0, 0, s, 0)) if echo else out.logits)  # echo: [rows, L, V]
         parts.append((cache, s))
-    return torch.cat(logits), join_caches(parts, P, steps) if steps else fresh_cache()
+    return torch.cat(logits), join_caches(parts, P, steps, cascade) if steps else fresh_cache()
 
 
 def _pieces(real: list[int], chunk_tokens: int, padded: bool) -> list[tuple[int, int]]:
@@ -68,7 +73,7 @@ def _pieces(real: list[int], chunk_tokens: int, padded: bool) -> list[tuple[int,
     return out
 
 
-def _packed(model, input_ids, positions, prefix: Prefix, real: list[int], steps: int, chunk_tokens: int):
+def _packed(model, input_ids, positions, prefix: Prefix, real: list[int], steps: int, chunk_tokens: int, cascade: bool):
     B, L = input_ids.shape
     P, dev = prefix.length, input_ids.device
     logits, parts = [], []
@@ -86,4 +91,4 @@ def _packed(model, input_ids, positions, prefix: Prefix, real: list[int], steps:
                     logits_to_keep=ends)
         logits.append(out.logits[0][:, None, :])  # [rows, 1, V]
         parts.append((cache, lens))
-    return torch.cat(logits), unpack_rows(parts, P, L, steps) if steps else fresh_cache()
+    return torch.cat(logits), unpack_rows(parts, P, L, steps, cascade) if steps else fresh_cache()

@@ -32,6 +32,9 @@ class HFOptions(BackendOptions):
     prefill_chunk_tokens: int | None = Field(
         None, ge=0, description="tokens per prefill forward pass; none: 512 on a CPU, the whole batch on a GPU;"
         " 0: the whole batch at once")
+    cascade_decode: bool | None = Field(
+        None, description="decode steps read a batch's shared prefix KV once for all rows (hf_cascade.py);"
+        " none: on a CPU (measured there), off on a GPU")
 
 
 class VLLMOptions(BackendOptions):
