@@ -30,6 +30,10 @@ def test_check_passes_a_generous_budget_and_fails_a_tiny_one(demo_submission, ca
     assert rep["runs_past_budget"] == 0 and rep["items_past_budget"] == 0
     assert rep["memory"]["fits"] and "fits on here" in rep["memory"]["summary"]
     assert set(rep["cost_model"]) == {"fixed", "prefill_tokens", "decode_steps", "decoded_tokens"}
+    from effbench.execute.journal import read_journal
+
+    header, probed, _ = read_journal(tmp_path / "c" / "probe-journal.jsonl")  # what the model was fitted on, kept
+    assert header["requests"] == len(probed) == 8 and all(r.ok for r in probed)
 
     res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "0.01s", "--in-process", name="tiny")
     assert res.exit_code == 2 and rep["verdict"] == "FAIL" and "FAIL" in res.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import warnings
 
@@ -105,6 +107,24 @@ def test_prefix_groups_are_found_from_the_tokens():
     assert prefix_groups(f, tf)["f#1"].tokens == 39
 
 
+def test_a_long_generation_run_first_batch_is_filled_and_runs_after_the_cheap_ones():
+    """GSM8K-like: the only run at max_tokens 400 would send its first request alone through 400
+    decode steps; its first batch is filled up with more of its prefix group instead, and the
+    first batches go cheapest first (every short run's first answers before the long decode)."""
+    from effbench.execute.prefix import prefix_groups
+
+    long_run, tl = _prefixed("gsm", 10, list(range(500, 560)))
+    long_run = [replace(r, max_tokens=400) for r in long_run]
+    short = {name: _prefixed(name, 6, list(range(k * 100, k * 100 + 50))) for k, name in enumerate("ab")}
+    rs = long_run + [r for reqs, _ in short.values() for r in reqs]
+    ids = {**tl, **{i: t for _, toks in short.values() for i, t in toks.items()}}
+    batches, _ = plan_batches(rs, {r.id: len(ids[r.id]) for r in rs}, 8, "effbench", prefix_groups(rs, ids))
+    assert {r.origin.run for r in batches[0]} == {"a", "b"}  # one-token runs' first requests, first
+    assert [r.origin.run for r in batches[1]] == ["gsm"] * 8  # then the long run's first batch, full
+    assert sum(len(b) for b in batches if b[0].origin.run == "gsm") == 10 and len(batches) == 5
+    assert sorted(r.id for b in batches for r in b) == sorted(r.id for r in rs)
+
+
 def test_effbench_order_keeps_prefix_groups_together_in_chunks_and_serves_every_run_first():
     from effbench.execute.prefix import CHUNK_BATCHES, prefix_groups
 
@@ -114,6 +134,7 @@ def test_effbench_order_keeps_prefix_groups_together_in_chunks_and_serves_every_
     groups = prefix_groups(rs, ids)
     batches, _ = plan_batches(rs, {r.id: len(ids[r.id]) for r in rs}, 4, "effbench", groups)
     assert {r.origin.run for r in batches[0] + batches[1]} == set("abcde")  # the first request of every run first
+    assert [r.origin.run for r in batches[1]] == list("eeee")  # e's, alone in its batch, filled up with more of e
     rest = batches[2:]
     assert all(len({groups[r.id].key for r in b}) == 1 for b in rest)  # a batch shares one prefix
     # consecutive batches of one group come in chunks (the backend computes the prefix once per chunk)
@@ -122,5 +143,5 @@ def test_effbench_order_keeps_prefix_groups_together_in_chunks_and_serves_every_
     assert len(runs_of_chunks) <= len(rest) / CHUNK_BATCHES + 5
     # and groups advance together: after one round of chunks, every run has one chunk done
     round_one = [r.origin.run for b in batches[: 2 + 5 * CHUNK_BATCHES] for r in b]
-    assert all(round_one.count(run) == 1 + 4 * CHUNK_BATCHES for run in "abcde")
+    assert all(round_one.count(run) == 1 + 4 * CHUNK_BATCHES for run in "abcd") and round_one.count("e") == 4 + 4 * CHUNK_BATCHES
     assert sorted(r.id for b in batches for r in b) == sorted(r.id for r in rs)

@@ -4,8 +4,9 @@ scheduler (effbench/execute/scheduler.py) runs them in batches planned here, up 
 Orders:
 - `helm`: the challenge's. Runs in config order; the requests of one run go out together in
   batches of up to max_batch_size (HELM's `-n`), never mixed with the next run's.
-- `effbench`: identical greedy prompts computed once; the first request of every run first;
-  then the rest in chunks of a few batches, each chunk from one prefix group (the requests whose
+- `effbench`: identical greedy prompts computed once; the first request of every run first
+  (a batch of them that holds one prefix group only is filled up with more of it), cheapest
+  batches first; then the rest in chunks of a few batches, each chunk from one prefix group (the requests whose
   prompts share a long common prefix, found from their tokens: a few-shot run's instructions and
   in-context examples; the rule is effbench/execute/prefix.py's), bucketed by max_tokens and
   prompt length (less padding), the chunk of the most starved group next. A chunk's batches share
@@ -89,6 +90,16 @@ def plan_batches(
     first = list(first_of_run.values())
     batches = _length_batches(first, lengths, max_batch_size)
     taken = {r.id for r in first}
+    # A first batch of one prefix group with room (a run alone at its max_tokens, such as GSM8K's
+    # 400) fills up with more of its group: a decode step of 16 rows costs ~2x one of 1 row, and the
+    # rows share their prefix. Cheapest batches first, so every run's first answers land early.
+    for b in batches:
+        if len(b) < max_batch_size and len(gs := {group_of(r) for r in b}) == 1:
+            more = [r for r in members[gs.pop()] if r.id not in taken and r.max_tokens == b[0].max_tokens]
+            more = sorted(more, key=lambda r: -lengths[r.id])[: max_batch_size - len(b)]
+            b.extend(more)
+            taken.update(r.id for r in more)
+    batches.sort(key=lambda b: b[0].max_tokens)
     # Then chunk by chunk, each from one group, the most starved group (least of it scheduled) next:
     # groups advance together, while a chunk's batches share their prefix.
     chunks: dict[str, list[list[list[GenerationRequest]]]] = {}

@@ -27,9 +27,12 @@ from effbench.runner import start_executor
 from effbench.score import main_metric, metric_columns, not_run_records, suite_score
 from effbench.execute.prefix import tokens_kept
 from effbench.execute.executor import InProcess
+from effbench.execute.journal import Journal, plan_digest
 from effbench.execute.scheduler import Scheduler
 from effbench.submission import Submission
 from effbench.challenge.suites import Suite
+
+PROBE_JOURNAL = "probe-journal.jsonl"  # in check's --out: the probe's results, one JSON line each
 
 VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
 
@@ -109,15 +112,21 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     progress.on_phase("load")
     executor = InProcess(make_backend(submission, cache_dir=opts.cache_dir)) if opts.in_process else BackendWorker(submission, opts.cache_dir)
     info = start_executor(executor)
+    journal = None
     try:
         progress.on_phase("probe")
         t0 = time.time()
+        # the probe's results stay on disk, in the journal's format (what the cost model was fitted on)
+        journal = Journal(opts.out / PROBE_JOURNAL, {"plan_digest": plan_digest(probe), "submission": submission.name,
+                                                     "suite": suite.name, "requests": len(probe), "probe_fraction": probe_fraction})
         with CpuWatch() as watch:  # others on the cores make the probe's pace a weaker guide
             report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
-                probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes)
+                probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes, journal=journal)
         probe_s = time.time() - t0
     finally:
         executor.close()
+        if journal is not None:
+            journal.close()
 
     progress.on_phase("project")
     here = measure_here(quick=True, cache_dir=hardware_cache)
