@@ -22,6 +22,8 @@ Slices, real data from ../shared/data, the same instances on every side (HELM's 
 
 Targets: (a) at 100 instances with ~450-token prompts >= 4x; (b) overall >= 5x; effbench's execute
 against the plain loop >= 0.95x. HELM's metrics are compared run by run (greedy).
+Environment: EFFBENCH_BENCH_OPEN_K (instances per run in (b)), EFFBENCH_BENCH_SKIP_VLLM=1 and
+EFFBENCH_BENCH_SKIP_PLAIN=1 (leave out the vLLM side or the plain loop, ~7 minutes on (b)).
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def _compare(benchmark, sub: Path, tmp: Path, label: str, entries: list[str], k:
           + (f" (target >= {target}x)" if target else ""))
     info = {"challenge_s": round(c["wall"], 2), "effbench_s": round(e["wall"], 2), "ratio": round(ratio, 3),
             "phases": phases, "prompt_tokens": totals["prompt_tokens"], "computed_prompt_tokens": totals["computed_prompt_tokens"]}
-    if plain:
+    if plain and os.environ.get("EFFBENCH_BENCH_SKIP_PLAIN") != "1":
         plain_s = _plain_loop(sub, e, tmp)
         r = plain_s / phases["execute"]
         FIGURES[f"{label}: effbench execute vs plain generate loop"] = (r, 0.95, "x")
