@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from effbench.cli import app
 
+from effbench.submission import Submission
+
 runner = CliRunner()
 
 
@@ -33,7 +35,12 @@ def test_check_passes_a_generous_budget_and_fails_a_tiny_one(demo_submission, ca
     from effbench.execute.journal import read_journal
 
     header, probed, _ = read_journal(tmp_path / "c" / "probe-journal.jsonl")  # what the model was fitted on, kept
-    assert header["requests"] == len(probed) == 8 and all(r.ok for r in probed)
+    assert header["requests"] == 8 and all(r.ok for r in probed)
+    # and the calibration batch: the probe's longest generation prompt at the full batch width
+    cal = rep["probe"]["calibration"]
+    width = Submission.load(demo_submission).manifest.limits.max_batch_size
+    assert [r.request_id for r in probed[8:]] == [cal["request"]] and cal["rows"] == width > 1
+    assert len(probed[8].completions) == width and cal["decoded_tokens"] > 0 and cal["seconds"] > 0
 
     res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "0.01s", "--in-process", name="tiny")
     assert res.exit_code == 2 and rep["verdict"] == "FAIL" and "FAIL" in res.output

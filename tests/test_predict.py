@@ -147,3 +147,46 @@ def test_prefill_counts_uncached_tokens_and_the_prefix_once_per_cache_miss():
     # a bound of 0: nothing kept across batches, but a batch's rows still share its prefix
     assert expected_prefill(order, lengths, groups, 0, 3) == [2 * 10 + 90, 2 * 20 + 80, 2 * 10 + 90]
     assert expected_prefill(order, lengths, groups, None) == [200, 200, 200]  # a backend that shares no prefix
+
+
+def test_a_calibration_batch_at_full_width_tells_steps_from_rows():
+    """Probe batches all 4 rows wide cannot tell a decode step's cost from its rows'; the full run's
+    are 16 wide. With decode costs mostly per step (weights read once per step, as measured on a
+    CPU), a fit on the probe alone may put them on the rows and overestimate the run ~3x; the
+    calibration batch (one prompt, 16 identical greedy rows: cost_model.calibration_request) fixes
+    the split and the projection lands on the truth."""
+    from dataclasses import replace
+
+    from effbench.contracts import Completion
+    from effbench.execute.order import plan_batches
+    from effbench.predict.cost_model import CALIBRATION_SUFFIX, calibration_request
+
+    costs = dict(fixed=0.05, prefill=2e-4, step=0.03, row=0.0005)  # step-dominated decode
+    reqs = _requests(runs=4, per_run=64, max_tokens=20)
+    lengths = {q.id: 100 for q in reqs}
+
+    def timed(rows, bid, clock):  # rows: [(request id, prompt, steps, completions)]
+        P, S = sum(p for _, p, _, _ in rows), max(s for _, _, s, _ in rows)
+        pre = costs["fixed"] + costs["prefill"] * P
+        t = Timings(clock, clock, clock + pre, clock + pre + costs["step"] * S + costs["row"] * sum(s * n for _, _, s, n in rows))
+        return [GenerationResult(i, tuple(Completion("", (), "length") for _ in range(n)), p, s * n, t, bid, len(rows), p + s * n)
+                for i, p, s, n in rows], t.finished
+
+    probe = stratified_probe(reqs, 1 / 16)  # 4 per run
+    pbatches = [[q for q in probe if q.origin.run == run] for run in ("run0", "run1", "run2", "run3")]  # 4 rows each
+    results, clock = [], 0.0
+    for bid, b in enumerate(pbatches):
+        got, clock = timed([(q.id, 100, 20, 1) for q in b], bid, clock)
+        results += got
+    assert {len(b) for b in pbatches} == {4}  # one width only: steps and rows collinear
+    calib = calibration_request(probe, lengths, 16)
+    assert calib.id.endswith(CALIBRATION_SUFFIX) and calib.num_completions == 16 and calib.greedy and calib.stop_sequences == ()
+    assert calib.max_tokens == 20 and calibration_request(probe, lengths, 1) is None
+    assert calibration_request([replace(q, max_tokens=1) for q in probe], lengths, 16) is None  # nothing decodes
+    calibrated, _ = timed([(calib.id, 100, calib.max_tokens, 16)], 99, clock)
+    fbatches, _ = plan_batches(reqs, lengths, 16, "effbench")
+    truth = sum(costs["fixed"] + costs["prefill"] * 100 * len(b) + costs["step"] * 20 + costs["row"] * 20 * len(b) for b in fbatches)
+    with_cal = project(reqs, lengths, results, 16, samples=50, calibration=calibrated).quantiles([0.5])[0]
+    assert abs(with_cal - truth) / truth < 0.02
+    X, _ = batch_observations(calibrated)
+    assert X.tolist() == [[1.0, 100.0, 20.0, 320.0]]  # one prompt prefilled, 20 steps, 16 rows decoded

@@ -20,7 +20,8 @@ import numpy as np
 from effbench.backends.options import HFOptions, VLLMOptions
 from effbench.contracts import EffbenchError
 from effbench.predict.contention import CpuWatch
-from effbench.predict.cost_model import FEATURES, answered_by, between_batches, project, stratified_probe
+from effbench.predict.cost_model import (CALIBRATION_SUFFIX, FEATURES, answered_by, between_batches, calibration_request, project,
+                                         stratified_probe)
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.results import write_check
 from effbench.runner import start_executor
@@ -35,6 +36,18 @@ from effbench.challenge.suites import Suite
 PROBE_JOURNAL = "probe-journal.jsonl"  # in check's --out: the probe's results, one JSON line each
 
 VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
+
+
+def _calibration_info(calib, results: dict) -> dict | None:
+    """check.json's account of the calibration batch: rows, steps, seconds, or why it is not used."""
+    if calib is None:
+        return None
+    res = results.get(calib.id)
+    if res is None or not res.ok:
+        return {"rows": calib.num_completions, "error": res.error if res is not None else "no result"}
+    t = res.timings
+    return {"rows": calib.num_completions, "request": calib.id, "decoded_tokens": res.computed_tokens - (res.prompt_tokens - res.cached_tokens),
+            "seconds": round(t.finished - t.started, 3)}
 
 
 def _probe_scores(plan, probe_ids: set[str], results, session, suite: Suite) -> dict[str, float | None]:
@@ -119,10 +132,16 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         # the probe's results stay on disk, in the journal's format (what the cost model was fitted on)
         journal = Journal(opts.out / PROBE_JOURNAL, {"plan_digest": plan_digest(probe), "submission": submission.name,
                                                      "suite": suite.name, "requests": len(probe), "probe_fraction": probe_fraction})
+        width = submission.manifest.limits.max_batch_size
+        calib = calibration_request(probe, lengths, width)
         with CpuWatch() as watch:  # others on the cores make the probe's pace a weaker guide
-            report = Scheduler(executor, submission.manifest.limits.max_batch_size).execute(
+            report = Scheduler(executor, width).execute(
                 probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes, journal=journal)
-        probe_s = time.time() - t0
+            probe_s = time.time() - t0
+            # one batch at the full width (cost_model.calibration_request says why), timed apart
+            calibrated = Scheduler(executor, width).execute(
+                [calib], {calib.id: lengths[calib.id.removesuffix(CALIBRATION_SUFFIX)]}, journal=journal
+            ).results if calib is not None else {}
     finally:
         executor.close()
         if journal is not None:
@@ -146,7 +165,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
                    order=opts.order, coef_transform=transform, groups=prefixes,
                    prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token,
-                   gap_s=between_batches(results.values()))
+                   gap_s=between_batches(results.values()), calibration=list(calibrated.values()))
     q05, q50, q95 = proj.quantiles()
     contention = watch.result
     if contention is not None and contention.contended:
@@ -190,7 +209,8 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         "probe": {"requests": len(probe), "fraction": len(probe) / len(requests), "batches": report.batches,
                   "seconds": round(probe_s, 3), "errors": sum(1 for r in results.values() if not r.ok),
                   "tokens_per_s": round(sum(r.prompt_tokens + r.output_tokens for r in results.values()) / probe_s, 1)
-                  if probe_s > 0 else None},
+                  if probe_s > 0 else None,
+                  "calibration": _calibration_info(calib, calibrated)},
         "contention": contention.to_json() if contention is not None else None,
         "check_seconds": round(time.time() - t_start, 3),
         "load": info,

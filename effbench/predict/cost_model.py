@@ -21,7 +21,7 @@ totals is the interval.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,6 +31,8 @@ from effbench.execute.order import plan_batches
 from effbench.execute.prefix import PrefixCache, PrefixGroup
 
 FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
+CALIBRATION_STEPS = 32  # decode steps of the calibration batch: enough to time a step, ~1 batch of the run
+CALIBRATION_SUFFIX = "#calibrate"
 
 
 def stratified_probe(requests: Sequence[GenerationRequest], fraction: float, seed: int = 0) -> list[GenerationRequest]:
@@ -63,6 +65,8 @@ def prefill_tokens(prompts: Sequence[int], cached: Sequence[int]) -> int:
 def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray, np.ndarray]:
     """(features [n_batches, 4], [n_batches, 2] prefill and decode seconds) from results, grouped
     by batch. The prefill part runs to the batch's first token, the decode part from there on.
+    A request of n completions is n rows decoding its tokens between them (its steps: the
+    longest row, taken as their mean: exact for identical greedy rows, the calibration batch).
     Fanned-out duplicates (computed_tokens 0) and errors are left out: they cost no compute."""
     batches: dict[int, list[GenerationResult]] = {}
     for r in results:
@@ -71,10 +75,11 @@ def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray,
     X, y = [], []
     for members in batches.values():
         gen = [generated_tokens(m) for m in members]
+        steps = [-(-g // max(1, len(m.completions))) for g, m in zip(gen, members)]
         t = members[0].timings
         first = t.first_token if t.first_token is not None else t.finished
         pre = prefill_tokens([m.prompt_tokens for m in members], [m.cached_tokens for m in members])
-        X.append([1.0, pre, max(gen), sum(gen)])
+        X.append([1.0, pre, max(steps), sum(gen)])
         y.append([first - t.started, t.finished - first])
     return np.asarray(X, dtype=float).reshape(-1, len(FEATURES)), np.asarray(y, dtype=float).reshape(-1, 2)
 
@@ -85,6 +90,22 @@ def _nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     scale = np.maximum(np.abs(X).max(axis=0), 1e-12)  # token counts and the constant weigh alike
     coef, _ = nnls(X / scale, y)
     return coef / scale
+
+
+def calibration_request(probe: Sequence[GenerationRequest], lengths: dict[str, int], max_batch_size: int,
+                        steps: int = CALIBRATION_STEPS) -> GenerationRequest | None:
+    """One request that decodes at the full batch width: the probe's longest generation prompt as
+    max_batch_size greedy completions (identical rows, the cost of any rows of that shape), at most
+    `steps` tokens, no stop sequence. A probe's batches hold a few requests of each run, all about
+    one width, which cannot tell a decode step's cost (the weights, read once per step) from its
+    rows' (more at a wider batch); the full run's batches are max_batch_size wide. None when nothing
+    decodes past its first token, or batches are one row wide anyway."""
+    gen = [q for q in probe if q.max_tokens > 1 and not q.echo_prompt]
+    if max_batch_size < 2 or not gen:
+        return None
+    q = max(gen, key=lambda q: lengths[q.id])
+    return replace(q, id=q.id + CALIBRATION_SUFFIX, num_completions=max_batch_size, temperature=0.0, top_p=1.0,
+                   seed=None, max_tokens=min(q.max_tokens, steps), stop_sequences=())
 
 
 def fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -122,16 +143,24 @@ def project(
     prefix_cache_bytes: int | None = None,
     kv_bytes_per_token: int = 1,
     gap_s: float = 0.0,
+    calibration: Sequence[GenerationResult] = (),
 ) -> Projection:
     """Project the execute time of `requests` (the whole suite) from the probe's results.
     `coef_transform` maps fitted coefficients to another machine (roofline translation);
     `groups`, `prefix_cache_bytes` (None: the backend shares no prefix; 0: only within a batch)
     and `kv_bytes_per_token` say which prompt tokens the backend will serve from its prefix cache;
-    `gap_s` is the time from one batch's end to the next one's start (between_batches)."""
+    `gap_s` is the time from one batch's end to the next one's start (between_batches);
+    `calibration`: the calibration batch's results (calibration_request), in every fit, never
+    resampled or held out: the only batch at the full width."""
     X, y = batch_observations(probe_results)
     if len(y) == 0:
         raise ValueError("the probe produced no timed batch")
-    point = fit(X, y)
+    Xc, yc = batch_observations(calibration)
+
+    def fit_on(idx) -> np.ndarray:
+        return fit(np.vstack([X[idx], Xc]), np.vstack([y[idx], yc]))
+
+    point = fit_on(np.arange(len(y)))
     rng = np.random.default_rng(seed)
 
     # Output lengths observed per run (what each request decoded), bounded by max_tokens.
@@ -162,8 +191,7 @@ def project(
     coefs = np.empty((samples, len(FEATURES)))
     coefs[0] = point
     for s in range(1, samples):
-        idx = rng.integers(0, len(y), len(y))
-        coefs[s] = fit(X[idx], y[idx])
+        coefs[s] = fit_on(rng.integers(0, len(y), len(y)))
     if coef_transform is not None:
         coefs = np.apply_along_axis(coef_transform, 1, coefs)
         point = coef_transform(point)
@@ -171,7 +199,7 @@ def project(
                  + coefs[:, [2]] * steps + coefs[:, [3]] * decoded)  # [samples, batches]
     # what the model misses on batches it was not fitted on, as a factor on the whole (sample 0: none),
     # and the scheduler's time between batches (IPC, the journal), which no batch's own clock sees
-    per_batch = per_batch * holdout_factors(X, y, rng, samples)[:, None] + gap_s
+    per_batch = per_batch * holdout_factors(X, y, rng, samples, fit_on)[:, None] + gap_s
     ends = np.cumsum(per_batch, axis=1)
 
     run_of = {q.id: q.origin.run for q in requests}
@@ -196,13 +224,15 @@ def between_batches(results: Iterable[GenerationResult]) -> float:
     return sum(gaps) / len(gaps) if gaps else 0.0
 
 
-def holdout_factors(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, samples: int) -> np.ndarray:
+def holdout_factors(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, samples: int, fit_on=None) -> np.ndarray:
     """[samples] factors actual / predicted for the suite's total: each probe batch predicted by a
     fit on the others (leave one out), their ratios resampled and averaged as many times as there
     are samples, the first sample 1. A model that fits its own batches well can still be off on
     batches it has not seen (another shape, another run's prompts, the machine's pace drifting);
     the spread of the mean of those ratios is that error on a total of many batches. Needs three
-    batches at least (ones otherwise)."""
+    batches at least (ones otherwise). `fit_on(indices)`: the fit on those batches (default: on
+    them alone; project's adds the calibration batch)."""
+    fit_on = fit_on or (lambda idx: fit(X[idx], y[idx]))
     m = len(y)
     out = np.ones(samples)
     if m < 3:
@@ -210,7 +240,7 @@ def holdout_factors(X: np.ndarray, y: np.ndarray, rng: np.random.Generator, samp
     ratios = []
     for i in range(m):
         keep = np.arange(m) != i
-        pred = float(X[i] @ fit(X[keep], y[keep]))  # the batch's seconds under the others' fit
+        pred = float(X[i] @ fit_on(np.flatnonzero(keep)))  # the batch's seconds under the others' fit
         if pred > 0:
             ratios.append(float(y[i].sum()) / pred)
     if len(ratios) < 3:
