@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from effbench.cli import app
-
 from effbench.submission import Submission
 
 runner = CliRunner()
