@@ -20,8 +20,8 @@ import numpy as np
 from effbench.backends.options import HFOptions, VLLMOptions
 from effbench.contracts import EffbenchError
 from effbench.predict.contention import CpuWatch
-from effbench.predict.cost_model import (CALIBRATION_SUFFIX, FEATURES, answered_by, between_batches, calibration_request, project,
-                                         stratified_probe)
+from effbench.predict.cost_model import (CALIBRATION_SUFFIX, FEATURES, answered_by, between_batches, calibration_request, generated_tokens,
+                                         project, stratified_probe)
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.results import write_check
 from effbench.runner import start_executor
@@ -39,14 +39,14 @@ VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
 
 
 def _calibration_info(calib, results: dict) -> dict | None:
-    """check.json's account of the calibration batch: rows, steps, seconds, or why it is not used."""
+    """check.json's account of the calibration batch: rows, tokens decoded, seconds, or its error."""
     if calib is None:
         return None
     res = results.get(calib.id)
     if res is None or not res.ok:
         return {"rows": calib.num_completions, "error": res.error if res is not None else "no result"}
     t = res.timings
-    return {"rows": calib.num_completions, "request": calib.id, "decoded_tokens": res.computed_tokens - (res.prompt_tokens - res.cached_tokens),
+    return {"rows": calib.num_completions, "request": calib.id, "decoded_tokens": generated_tokens(res),
             "seconds": round(t.finished - t.started, 3)}
 
 
