@@ -26,6 +26,7 @@ class RunOptions:
     out: Path
     max_eval_instances: int | None = None
     run_filter: str | None = None  # glob on run names or entries, e.g. "synthetic_reasoning*"
+    entries: list[str] | None = None  # only these suite entries: one shard of `run --shards` (effbench/fleet)
     cache_dir: Path | None = None
     data_dir: Path | None = None  # local copies of public datasets (effbench.challenge.data); implies offline
     missing_data: MissingData = "auto"
@@ -120,6 +121,8 @@ def plan_suite(submission: Submission, suite: Suite, opts: RunOptions, session, 
     for entry, n in suite.entries():
         fn, args = parse_entry(entry)
         if opts.run_filter and not may_match(opts.run_filter, entry, fn):
+            continue
+        if opts.entries is not None and entry not in opts.entries:
             continue
         reason = data_problem(entry, fn, args, helm_dir, staged, opts) if opts.data_dir else None
         if reason is not None:  # the run spec itself would need the data (BIG-bench)

@@ -144,6 +144,20 @@ def run_suite(submission: Submission, suite: Suite, opts: RunOptions, progress: 
     return RunOutcome(out, path, phases)
 
 
+def resumed_run(out: Path) -> tuple[Submission, str, RunOptions]:
+    """The submission, suite reference and options of the run in OUT, as its run_config.json
+    keeps them, for a --resume (the command line's and a fleet task's after a retry)."""
+    from effbench.results import load_run_config
+
+    config = load_run_config(out)  # options.out is `out` as given, wherever the folder is now
+    sub = Submission.load(Path(config["submission"]), allow_pickle=config["allow_pickle"],
+                          trust_remote_code=config["trust_remote_code"],
+                          allow_outside_paths=config.get("allow_outside_paths", False))
+    if config.get("backend"):
+        sub = sub.with_backend(config["backend"])
+    return sub, config["suite"], RunOptions.from_json({**config["options"], "resume": True})
+
+
 def start_executor(executor, launched: bool = False) -> dict:
     if isinstance(executor, InProcess):
         be = executor.backend

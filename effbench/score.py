@@ -209,5 +209,5 @@ def totals(runs: list[dict], execute_seconds: float, sampler: Telemetry | None) 
         "output_tokens_per_s": round(output / execute_seconds, 2) if execute_seconds > 0 else None,
         "suite_score": suite_score(runs),
         "mean_run_score": mean_run_score(runs),
-        "peak_memory_bytes": sampler.peak(),
+        "peak_memory_bytes": sampler.peak() if sampler is not None else None,
     }

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from effbench import __version__
-from effbench.cli import check, report, run, tools
+from effbench.cli import check, fleet, report, run, tools
 from effbench.execute.cpu import set_wait_policy
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command()(tools.suites)
 app.command()(tools.rank)
 app.command()(tools.contamination)
 app.command()(check.check)
+app.command()(fleet.fleet)
 app.command()(tools.serve)
 app.command()(report.report)
 app.command()(report.simulate)

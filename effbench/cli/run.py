@@ -30,6 +30,9 @@ def run(
     track: Annotated[str, typer.Option(help="Hardware track this run stands for (e.g. 4090, a100-40gb); `effbench rank` ranks per track.")] = "local",
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process (starts faster; a hung backend can then not be stopped at the deadline).")] = False,
     backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
+    shards: Annotated[Optional[int], typer.Option(min=1, help="Split the suite across this many slots of a Ray cluster (effbench fleet), by predicted cost; one results.json merged from the shards'.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="With --shards: the Ray cluster ('auto', ray://host:port); default: this machine, one slot per shard.")] = None,
+    check_dir: Annotated[Optional[Path], typer.Option("--check", help="With --shards: an `effbench check` output of this submission, whose cost model weighs the runs (default: a roofline of this machine).")] = None,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -40,9 +43,9 @@ def run(
     from effbench.report.live import LiveView
     from effbench.paths import safe_name
     from effbench.plan import RunOptions
-    from effbench.results import load_run_config, save_run_config
+    from effbench.results import save_run_config
     from effbench.execute.worker import BackendWorker
-    from effbench.runner import run_suite
+    from effbench.runner import resumed_run, run_suite
     from effbench.submission import Submission
     from effbench.challenge.suites import load_suite
 
@@ -52,20 +55,20 @@ def run(
             if out is not None and Path(os.path.abspath(out)) != Path(os.path.abspath(resume)):
                 raise EffbenchError(f"--out {out} with --resume {resume}: a resumed run continues in its own folder;"
                                     " give only --resume")
-            config = load_run_config(resume)  # options.out is `resume` as given, wherever the folder is now
-            submission, suite = Path(config["submission"]), config["suite"]
-            allow_pickle, trust_remote_code = config["allow_pickle"], config["trust_remote_code"]
-            allow_outside_paths = config.get("allow_outside_paths", False)
-            opts = RunOptions.from_json({**config["options"], "resume": True})
+            sub, suite, opts = resumed_run(resume)
         elif submission is None:
             raise EffbenchError("run: give a SUBMISSION folder, or --resume OUT to continue a run")
-        sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                              allow_outside_paths=allow_outside_paths)
-        if resume is not None and config.get("backend"):
-            sub = sub.with_backend(config["backend"])
-        elif backend is not None:
-            sub = sub.with_backend(backend)
+        else:
+            sub = Submission.load(submission, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                                  allow_outside_paths=allow_outside_paths)
+            if backend is not None:
+                sub = sub.with_backend(backend)
         names = [n.strip() for n in suite.split(",") if n.strip()] if resume is None else [suite]
+        if shards is not None:
+            return _sharded(sub, names, out, shards, address, check_dir, RunOptions(
+                out=out or Path("effbench-out") / safe_name(f"{sub.name}-{names[0]}-shards"), max_eval_instances=max_eval_instances,
+                run_filter=runs, cache_dir=cache_dir, data_dir=data_dir, missing_data=missing_data, track=track,
+                budget_minutes=duration_minutes(budget), order=order, semantics=semantics), resume is not None)
         suites = [(n, load_suite(n)) for n in names]  # every suite checked before anything runs
         if len({s.name for _, s in suites}) < len(suites):
             raise EffbenchError(f"--suite {suite}: a suite named twice (each writes its own output folder)")
@@ -105,3 +108,20 @@ def run(
         if opts is None or (err := out_error(opts.out, e)) is None:
             raise
         fail(err)
+
+
+def _sharded(sub, names: list[str], out, shards: int, address, check, opts, resuming: bool) -> None:
+    """`run --shards N`: effbench/fleet/shards.py; run again with the same --out to resume."""
+    from effbench.fleet.shards import run_sharded
+    from effbench.report.live import print_summary
+    from effbench.results import load_results
+
+    if resuming or len(names) != 1:
+        raise EffbenchError("--shards: one suite, and no --resume (run the same command again to resume the shards)")
+    suite_ref = str(Path(names[0]).resolve()) if names[0].endswith(".toml") else names[0]
+    trust = {"allow_pickle": sub.allow_pickle, "trust_remote_code": sub.trust_remote_code,
+             "allow_outside_paths": sub.allow_outside_paths}
+    path = run_sharded(sub.folder, suite_ref, opts, shards, address=address, check=check, trust=trust,
+                       echo=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+    print_summary(load_results(path), out_console)
+    out_console.print(f"results: [bold]{path}[/] (merged from {shards} shards)")
