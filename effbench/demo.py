@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -76,6 +77,13 @@ def build_tokenizer(out: Path, vocab_size: int = 1024, seed: int = 0, model_max_
     cfg["model_max_length"] = model_max_length
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return fast
+
+
+def name_for(folder: str | Path) -> str:
+    """A submission name from a folder's name (`effbench demo my-sub` builds "my-sub"): what the
+    manifest's name allows, else "demo"."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(folder).resolve().name).strip("-._")[:100]
+    return name if re.match(r"^[A-Za-z0-9]", name) else "demo"
 
 
 def build_demo(

@@ -133,6 +133,19 @@ def load_results(path: Path) -> dict:
     return validate(results, file, text)
 
 
+def finished_run(out: Path) -> dict | None:
+    """The results.json of a run in OUT that has nothing left to do (every request answered, no
+    stop, no deadline), or None: `--resume` of such a run says so instead of loading a model."""
+    file, journal = out / "results.json", out / JOURNAL_NAME
+    if not file.is_file() or (journal.is_file() and journal.stat().st_mtime_ns > file.stat().st_mtime_ns):
+        return None  # none yet, or the journal went on after it was written
+    results = load_results(out)
+    t, b = results["totals"], results["budget"]
+    if t["unfinished"] or t["unanswered"] or t["errors"] or b["stopped"] or b["deadline_hit"]:
+        return None
+    return results
+
+
 def load_check(path: Path) -> dict:
     """check.json as `effbench check` writes it; a folder means the check.json inside it."""
     file = path / "check.json" if path.is_dir() else path

@@ -56,7 +56,8 @@ def test_demo_is_deterministic_and_valid(tmp_path):
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert {"effbench.toml", "base/model.safetensors", "base/tokenizer.json", "adapter/adapter_model.safetensors"} <= {str(f) for f in files}
     match, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
-    assert not mismatch and not errors
+    assert mismatch == ["effbench.toml"] and not errors  # only the name differs: each is named after its folder
+    assert Submission.load(a).name == "a" and Submission.load(b).name == "b"
     sub = Submission.load(a)
     assert sub.adapter_dir is not None
     cfg = json.loads((a / "base" / "config.json").read_text())

@@ -121,9 +121,19 @@ def test_fleet_runs_the_good_ranks_them_and_leaves_the_bad_out(ray_cluster, demo
     (bad / "effbench.toml").write_text((bad / "effbench.toml").read_text().replace("max_batch_size = 8", 'max_batch_size = "eight"'))
     out = tmp_path / "fleet"
 
-    dry = _effbench("fleet", subs, "--dry-run", "--budget", "30s", "--slots", 2, "--out", out)
+    # the plan from a real `effbench check` of sub-a; sub-b has none: its budget is its bound
+    chk = _effbench("check", subs / "a", "--suite", "default", "--max-eval-instances", 2, "--out", tmp_path / "checks" / "sub-a")
+    assert chk.returncode in (0, 1), chk.stderr[-3000:]
+    projected = json.loads((tmp_path / "checks" / "sub-a" / "check.json").read_text())["projected_minutes"]
+    dry = _effbench("fleet", subs, "--dry-run", "--suite", "default", "--budget", "30s", "--slots", 2, "--tracks", 2,
+                    "--checks", tmp_path / "checks", "--out", out)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert "slot-hours" in dry.stdout and "sub-a" in dry.stdout and "sub-b" in dry.stdout
+    rows = {ln.split("│")[1].strip(): ln for ln in dry.stdout.splitlines() if ln.count("│") > 3}
+    assert set(rows) >= {"sub-a", "sub-b"} and "sub-c" not in rows
+    assert "check" in rows["sub-a"] and f"{min(projected['median'], 0.5):.1f}" in rows["sub-a"]
+    assert "budget (no check)" in rows["sub-b"] and "0.5" in rows["sub-b"]
+    b_hours = 0.5 / 60 * 2  # sub-b at its whole budget, on both tracks
+    assert f"slot-hours: {min(projected['median'], 0.5) / 60 * 2 + b_hours:.2f} (median)" in " ".join(dry.stdout.split())
     assert f"left out: {bad / 'effbench.toml'}: field 'limits.max_batch_size'" in " ".join(dry.stderr.split())
     assert not out.exists()  # nothing scheduled, nothing written
 

@@ -12,6 +12,8 @@ helm_eval_runs.py (eval instances without a model), helm_plugins/ (the closed su
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 from dataclasses import dataclass, replace
@@ -83,6 +85,9 @@ def ensure_nltk_punkt_tab(cache_dir: Path) -> None:
     os.environ["NLTK_DATA"] = os.pathsep.join(filter(None, [os.environ.get("NLTK_DATA"), str(root)]))
 
 
+HELM_LOG = "helm.log"  # what HELM prints, kept next to its run folders
+
+
 class HelmSession:
     """HELM's services for one output folder: tokenizer and metric services, annotation executor."""
 
@@ -95,10 +100,13 @@ class HelmSession:
         ensure_directory_exists(str(local_path))
         set_benchmark_output_path(str(helm_dir))
         spec = ExecutionSpec(url=None, auth=Authentication(""), local_path=str(local_path), parallelism=parallelism)
-        self.executor = Executor(spec)
-        self.tokenizer_service = TokenizerService(self.executor.context)
-        self.metric_service = MetricService(self.executor.context)
-        self.annotator = AnnotationExecutor(AnnotationExecutionSpec(local_path=str(local_path), parallelism=parallelism))
+        # HELM prints where it looks for credentials ("Looking in path: ...") on stdout, where
+        # effbench's results go: into HELM's log file in its output folder instead
+        with open(helm_dir / HELM_LOG, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            self.executor = Executor(spec)
+            self.tokenizer_service = TokenizerService(self.executor.context)
+            self.metric_service = MetricService(self.executor.context)
+            self.annotator = AnnotationExecutor(AnnotationExecutionSpec(local_path=str(local_path), parallelism=parallelism))
         self.runs_dir = helm_dir / "runs" / safe_name(suite)
         self.eval_cache = self.runs_dir / "eval_cache"
         ensure_directory_exists(str(self.eval_cache))

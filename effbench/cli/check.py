@@ -29,6 +29,7 @@ def check(
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process.")] = False,
     backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also one row per run (default: per scenario group; check.json has every run).")] = False,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -36,8 +37,6 @@ def check(
     """The pre-submission timeout check: from a short probe, will SUBMISSION finish the suite within
     its budget on the target card, and what is lost if not? Exit 0 PASS, 1 AT RISK, 2 FAIL
     (3: the check itself could not run)."""
-    from rich.table import Table
-
     from effbench.predict.check import check as run_check
     from effbench.paths import default_cache_dir, safe_name
     from effbench.plan import RunOptions
@@ -57,22 +56,7 @@ def check(
     except EffbenchError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(3)
-    pm = report["projected_minutes"]
-    colour = {"PASS": "green", "AT RISK": "yellow", "FAIL": "red"}[report["verdict"]]
-    table = Table(title=f"{sub.name} on {report['suite']}, projected on {report['track']}")
-    for col in ("run", "requests", "probed", "finish (min)", "answered in budget", "probe score"):
-        table.add_column(col, justify="left" if col == "run" else "right", overflow="fold")
-    for r in report["runs"]:
-        table.add_row(r["name"], str(r["requests"]), str(r["probed"]),
-                      "-" if r["projected_finish_min"] is None else f"{r['projected_finish_min']:.2f}",
-                      str(r["answered_within_budget"]), "-" if r["probe_score"] is None else f"{r['probe_score']:.3f}")
-    out_console.print(table)
-    es = report["expected_score"]
-    out_console.print(
-        f"[bold {colour}]{report['verdict']}[/]: projected {pm['median']:.1f} min (90% interval {pm['p05']:.1f}-{pm['p95']:.1f})"
-        f" of {report['budget_minutes']:g} min on {report['track']}; {report['runs_past_budget']} runs /"
-        f" {report['items_past_budget']} requests past the budget; expected score {es['if_all_finish']:.4f},"
-        f" {es['within_budget']:.4f} within the budget (lost {es['lost']:.4f})", highlight=False)
+    print_check(report, sub.name, verbose)
     pr = report["probe"]
     out_console.print(f"probe: {pr['requests']} of {report['requests']} requests ({pr['fraction']:.1%}), {pr['batches']} batches,"
                       f" {pr['seconds']:.1f} s; whole check {report['check_seconds']:.1f} s", highlight=False)
@@ -84,3 +68,47 @@ def check(
     if json_out is not None:
         write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
     raise typer.Exit(report["exit_code"])
+
+
+def print_check(report: dict, name: str, verbose: bool) -> None:
+    """The verdict first (with every run left out named), then one row per scenario group, then
+    per run with --verbose."""
+    from rich.table import Table
+
+    from effbench.report.summary import NAME_WIDTH, left_out_line, short_name
+
+    pm, es, budget = report["projected_minutes"], report["expected_score"], report["budget_minutes"]
+    colour = {"PASS": "green", "AT RISK": "yellow", "FAIL": "red"}[report["verdict"]]
+    total = len(report["runs"]) + len(report["not_run"])
+    scope = f" on {len(report['runs'])} of {total} runs" if report["not_run"] else ""
+    out_console.print(
+        f"[bold {colour}]{report['verdict']}[/]{scope}: projected {pm['median']:.1f} min (90% interval {pm['p05']:.1f}-{pm['p95']:.1f})"
+        f" of {budget:g} min on {escape(report['track'])}; expected score {es['if_all_finish']:.4f},"
+        f" {es['within_budget']:.4f} within the budget (lost {es['lost']:.4f})", highlight=False)
+    if (left := left_out_line(report["not_run"], total)) is not None:
+        out_console.print(f"[yellow]{escape(left)}[/]", highlight=False)
+    groups: dict[str, list[dict]] = {}
+    for r in report["runs"]:
+        groups.setdefault(r.get("scenario") or r["name"].split(":")[0], []).append(r)
+    table = Table(title=f"{escape(name)} on {escape(report['suite'])}, projected on {escape(report['track'])}", title_justify="left")
+    for col in ("scenario", "runs", "requests", "finish (min)", "of budget", "answered in budget"):
+        table.add_column(col, justify="left" if col == "scenario" else "right", overflow="ellipsis", no_wrap=col == "scenario",
+                         max_width=NAME_WIDTH if col == "scenario" else None)
+    for group, rs in groups.items():
+        fin = [r["projected_finish_min"] for r in rs if r["projected_finish_min"] is not None]
+        last = max(fin) if fin else None
+        table.add_row(escape(group), str(len(rs)), str(sum(r["requests"] for r in rs)), "-" if last is None else f"{last:.2f}",
+                      "-" if last is None else f"{last / budget:.0%}", str(sum(r["answered_within_budget"] for r in rs)))
+    out_console.print(table)
+    if verbose:
+        runs = Table(title="per run", title_justify="left")
+        for col in ("run", "requests", "probed", "finish (min)", "answered in budget", "probe score"):
+            runs.add_column(col, justify="left" if col == "run" else "right", overflow="ellipsis", no_wrap=col == "run",
+                            max_width=NAME_WIDTH if col == "run" else None)
+        for r in report["runs"]:
+            runs.add_row(escape(short_name(r["name"])), str(r["requests"]), str(r["probed"]),
+                         "-" if r["projected_finish_min"] is None else f"{r['projected_finish_min']:.2f}",
+                         str(r["answered_within_budget"]), "-" if r["probe_score"] is None else f"{r['probe_score']:.3f}")
+        out_console.print(runs)
+    out_console.print(f"{report['runs_past_budget']} runs / {report['items_past_budget']} requests past the budget;"
+                      f" per run: --verbose or check.json", highlight=False)

@@ -46,14 +46,19 @@ def write_json_out(path: Path, obj: dict, exit_code: int = 2) -> None:
 
 
 def duration_minutes(text: str | None) -> float | None:
-    """'300m', '90s', '2h' or a bare number of minutes; 'none' for no deadline."""
+    """'300m', '90s', '2h', or a bare number of minutes; 'none' (or 'off') for no deadline, as 0.
+    Zero or a negative duration is an error, not a silent "no deadline"."""
     if text is None:
         return None
     t = text.strip().lower()
-    if t in ("none", "off", "0"):
+    if t in ("none", "off"):
         return 0.0
     scale = {"s": 1 / 60, "m": 1.0, "h": 60.0}.get(t[-1:], None)
     try:
-        return float(t[:-1]) * scale if scale is not None else float(t)
+        minutes = float(t[:-1]) * scale if scale is not None else float(t)
     except ValueError:
-        raise EffbenchError(f"--budget: {text!r} is not a duration (e.g. 300m, 90s, 2h, none)") from None
+        raise EffbenchError(f"--budget: {text!r} is not a duration (e.g. 300m, 90s, 2h; a bare number is minutes;"
+                            " none for no deadline)") from None
+    if not minutes > 0:  # also NaN
+        raise EffbenchError(f"--budget: {text!r} must be more than 0 (none for no deadline)")
+    return minutes

@@ -20,7 +20,7 @@ def fleet(
     out: Annotated[Path, typer.Option(help="The fleet's folder, reachable from every node (shared storage): a folder per submission, its state, journal and results, and ranking.json.")] = Path("effbench-fleet"),
     address: Annotated[Optional[str], typer.Option(help="Ray cluster: 'auto' (one started with `ray start`), ray://host:port, or host:port. Default: a cluster of this machine only, on 127.0.0.1.")] = None,
     slots: Annotated[int, typer.Option(min=1, help="Without --address: submissions run at once on this machine (each its own model copy).")] = 1,
-    budget: Annotated[Optional[str], typer.Option(help="Each submission's wall-clock budget from its first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Each submission's wall-clock budget from its first request: 300m, 90s, 2h (a bare number is minutes), or none. Default: the suite's.")] = None,
     max_eval_instances: Annotated[Optional[int], typer.Option(min=1, help="Caps the instances of every run.")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Only runs whose name or entry matches this glob.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Local copies of public datasets, reachable from every node; implies offline.")] = None,

@@ -19,11 +19,12 @@ def report(
     html_out: Annotated[Optional[Path], typer.Option("--html-out", help="Where to write the HTML report (implies --html). Default: OUT/report.html.")] = None,
     prediction: Annotated[Optional[Path], typer.Option(help="An `effbench check` folder or its check.json: adds predicted against actual (implies --html).")] = None,
     budgets: Annotated[Optional[str], typer.Option(help="Budgets for the score-against-budget plot, e.g. 1m,5m,30m (implies --html). Default: fractions of the run's execute time and its budget.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The summary per run (default: per scenario group).")] = False,
 ) -> None:
     """Render a run's results.json again, after checking it against its versioned JSON Schema
     (effbench/schemas/results.schema.json); with --html, also as one HTML file with plots
     (throughput, memory, time per run, score against budget, predicted against actual)."""
-    from effbench.report.live import print_summary
+    from effbench.report.summary import print_summary
     from effbench.results import load_results
 
     try:
@@ -35,7 +36,7 @@ def report(
                 raise EffbenchError(f"--budgets: {budgets!r}: give positive durations, e.g. 1m,5m,30m")
     except EffbenchError as e:
         fail(e)
-    print_summary(results, out_console)
+    print_summary(results, out_console, verbose)
     if not (html or html_out is not None or prediction is not None or budgets is not None):
         return
     from effbench.report.html import write_html_report

@@ -17,7 +17,7 @@ def run(
     submission: Annotated[Optional[Path], typer.Argument(help="Submission folder (with effbench.toml); not needed with --resume.")] = None,
     suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file; several, comma-separated, run one after the other on one loaded model.")] = "default",
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>. With several suites: one folder per suite inside it.")] = None,
-    budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h, or none. Default: the suite's.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h (a bare number is minutes), or none. Default: the suite's.")] = None,
     order: Annotated[Order, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
     semantics: Annotated[Semantics, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this output folder from its journal (same options as it was started with; the folder may have been moved or copied).")] = None,
@@ -33,6 +33,7 @@ def run(
     shards: Annotated[Optional[int], typer.Option(min=1, help="Split the suite across this many slots of a Ray cluster (effbench fleet), by predicted cost; one results.json merged from the shards'.")] = None,
     address: Annotated[Optional[str], typer.Option(help="With --shards: the Ray cluster ('auto', ray://host:port); default: this machine, one slot per shard.")] = None,
     check_dir: Annotated[Optional[Path], typer.Option("--check", help="With --shards: an `effbench check` output of this submission, whose cost model weighs the runs (default: a roofline of this machine).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The summary per run (default: per scenario group).")] = False,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -43,7 +44,7 @@ def run(
     from effbench.report.live import LiveView
     from effbench.paths import safe_name
     from effbench.plan import RunOptions
-    from effbench.results import save_run_config
+    from effbench.results import finished_run, save_run_config
     from effbench.execute.worker import BackendWorker
     from effbench.runner import resumed_run, run_suite
     from effbench.submission import Submission
@@ -55,6 +56,11 @@ def run(
             if out is not None and Path(os.path.abspath(out)) != Path(os.path.abspath(resume)):
                 raise EffbenchError(f"--out {out} with --resume {resume}: a resumed run continues in its own folder;"
                                     " give only --resume")
+            if (done := finished_run(resume)) is not None:
+                t = done["totals"]
+                out_console.print(f"{resume}: this run has finished ({t['answered']} of {t['requests']} requests answered,"
+                                  f" results.json of {done['created']}); nothing to resume", highlight=False, soft_wrap=True)
+                return
             sub, suite, opts = resumed_run(resume)
         elif submission is None:
             raise EffbenchError("run: give a SUBMISSION folder, or --resume OUT to continue a run")
@@ -65,7 +71,7 @@ def run(
                 sub = sub.with_backend(backend)
         names = [n.strip() for n in suite.split(",") if n.strip()] if resume is None else [suite]
         if shards is not None:
-            return _sharded(sub, names, out, shards, address, check_dir, RunOptions(
+            return _sharded(sub, names, out, shards, address, check_dir, verbose, RunOptions(
                 out=out or Path("effbench-out") / safe_name(f"{sub.name}-{names[0]}-shards"), max_eval_instances=max_eval_instances,
                 run_filter=runs, cache_dir=cache_dir, data_dir=data_dir, missing_data=missing_data, track=track,
                 budget_minutes=duration_minutes(budget), order=order, semantics=semantics), resume is not None)
@@ -94,7 +100,7 @@ def run(
             for suite_obj, opts in planned:
                 with LiveView(console, suite_obj) as view:
                     outcome = run_suite(sub, suite_obj, opts, view.progress, worker=shared)
-                view.summary(outcome.results, out_console)
+                view.summary(outcome.results, out_console, verbose)
                 out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders:"
                                   f" {opts.out / outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
         finally:
@@ -110,10 +116,10 @@ def run(
         fail(err)
 
 
-def _sharded(sub, names: list[str], out, shards: int, address, check, opts, resuming: bool) -> None:
+def _sharded(sub, names: list[str], out, shards: int, address, check, verbose: bool, opts, resuming: bool) -> None:
     """`run --shards N`: effbench/fleet/shards.py; run again with the same --out to resume."""
     from effbench.fleet.shards import run_sharded
-    from effbench.report.live import print_summary
+    from effbench.report.summary import print_summary
     from effbench.results import load_results
 
     if resuming or len(names) != 1:
@@ -123,5 +129,5 @@ def _sharded(sub, names: list[str], out, shards: int, address, check, opts, resu
              "allow_outside_paths": sub.allow_outside_paths}
     path = run_sharded(sub.folder, suite_ref, opts, shards, address=address, check=check, trust=trust,
                        echo=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
-    print_summary(load_results(path), out_console)
+    print_summary(load_results(path), out_console, verbose)
     out_console.print(f"results: [bold]{path}[/] (merged from {shards} shards)")

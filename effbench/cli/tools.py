@@ -20,13 +20,13 @@ def demo(
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Build the base model only.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for tokenizer corpus and weights.")] = 0,
 ) -> None:
-    """Build the demo submission: a tokenizer trained locally, a small random Llama and a LoRA
-    adapter, offline and deterministic (same seed, same bytes), in a few seconds."""
-    from effbench.demo import build_demo
+    """Build the demo submission, named after OUT: a tokenizer trained locally, a small random Llama
+    and a LoRA adapter, offline and deterministic (same seed, same bytes), in a few seconds."""
+    from effbench.demo import build_demo, name_for
 
     try:
         path = build_demo(out, hidden_size=hidden_size, num_layers=layers, num_heads=max(1, hidden_size // 64),
-                          with_adapter=not no_adapter, seed=seed)
+                          with_adapter=not no_adapter, seed=seed, name=name_for(out))
     except EffbenchError as e:
         fail(e)
     console.print(f"demo submission written to [bold]{path}[/]; next: effbench run {path}")

@@ -189,7 +189,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         fin = proj.run_finish_s.get(p.name)
         med = float(np.median(fin)) if fin is not None else None
         runs.append({
-            "name": p.name, "requests": sizes[p.name], "probed": sum(1 for q in probe if q.origin.run == p.name),
+            "name": p.name, "scenario": suite.group_of(p.entry), "requests": sizes[p.name], "probed": sum(1 for q in probe if q.origin.run == p.name),
             "projected_finish_min": round(med / 60, 3) if med is not None else None,
             "answered_within_budget": min(done.get(p.name, 0), sizes[p.name]),
             "past_budget": med is not None and med > budget_s,

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from effbench.predict.profiler import Telemetry
 from effbench.plan import Progress
@@ -124,30 +123,7 @@ class LiveView:
             return f"GPU {s.gpu_bytes / 2**30:.2f} GiB"
         return f"RSS {s.rss_bytes / 2**30:.2f} GiB"
 
-    def summary(self, results: dict, console: Console | None = None) -> None:
-        print_summary(results, console or self.console)
+    def summary(self, results: dict, console: Console | None = None, verbose: bool = False) -> None:
+        from effbench.report.summary import print_summary
 
-
-def print_summary(results: dict, console: Console) -> None:
-    """The summary table of a results.json (after a run, and again with `effbench report`)."""
-    t = Table(title=f"{results['submission']['name']} on {results['suite']['name']}")
-    for col in ("run", "status", "metric", "score", "requests", "errors", "prompt tok", "output tok", "tok/s", "busy s", "peak MiB"):
-        t.add_column(col, justify="left" if col in ("run", "metric") else "right", overflow="fold")
-    model_suffix = f"model=effbench_{results['submission']['name']}"
-    for r in results["runs"]:
-        name = r["name"].replace("," + model_suffix, "").replace(":" + model_suffix, "")
-        t.add_row(
-            name, r["status"], r["main_metric"] or "-", "-" if r["score"] is None else f"{r['score']:.3f}",
-            str(r["requests"]), str(r["errors"]), str(r["prompt_tokens"]), str(r["output_tokens"]),
-            f"{r.get('tokens_per_s') or 0:.0f}", f"{r.get('busy_seconds') or 0:.1f}",
-            f"{(r['peak_memory_bytes'] or 0) / 2**20:.0f}",
-        )
-    tot = results["totals"]
-    t.add_row(
-        "[bold]total", f"{tot['not_run']} not run", "suite score", "-" if tot["suite_score"] is None else f"{tot['suite_score']:.3f}",
-        str(tot["requests"]), str(tot["errors"]), str(tot["prompt_tokens"]), str(tot["output_tokens"]),
-        f"{tot['tokens_per_s'] or 0:.0f}", f"{tot['execute_seconds']:.1f}", f"{tot['peak_memory_bytes'] / 2**20:.0f}",
-    )
-    console.print(t)
-    ph = ", ".join(f"{k} {v:.1f}s" for k, v in results["phases"].items())
-    console.print(f"phases: {ph}; memory source: {results['memory_source']}")
+        print_summary(results, console or self.console, verbose)

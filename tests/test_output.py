@@ -1,0 +1,123 @@
+"""What a person sees (issue 18): the verdict first, a row per scenario group unless --verbose,
+short run names, no HELM noise on stdout, lines within a 120-column console; and the inputs that
+are refused before anything loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from effbench.cli import app
+from effbench.cli.check import print_check
+from effbench.report.summary import print_summary, short_name
+
+runner = CliRunner()
+EFFBENCH = [sys.executable, "-m", "effbench.cli"]
+
+
+@pytest.fixture(scope="module")
+def run_and_check(demo_submission, cache_dir, tmp_path_factory):
+    """A real `effbench run` and `effbench check` of the demo (2 instances per run), as subprocesses
+    whose stdout is kept."""
+    tmp = tmp_path_factory.mktemp("output")
+    run = subprocess.run([*EFFBENCH, "run", str(demo_submission), "--max-eval-instances", "2", "--out", str(tmp / "run"),
+                          "--cache-dir", str(cache_dir)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    check = subprocess.run([*EFFBENCH, "check", str(demo_submission), "--suite", "default", "--max-eval-instances", "2",
+                            "--out", str(tmp / "check"), "--cache-dir", str(cache_dir)], capture_output=True, text=True, timeout=600)
+    assert check.returncode in (0, 1, 2), check.stderr[-3000:]
+    return tmp / "run", run.stdout, tmp / "check", check.stdout
+
+
+def test_short_names_drop_the_model_only():
+    assert short_name("dyck_language_np=2:model=effbench_demo") == "dyck_language_np=2"
+    assert short_name("mmlu:subject=philosophy,method=multiple_choice_joint,model=effbench_x,data_augmentation=canonical") == \
+        "mmlu:subject=philosophy,method=multiple_choice_joint,data_augmentation=canonical"
+    assert short_name("gsm:model=m,stop=hash") == "gsm:stop=hash"
+
+
+def test_run_summary_is_per_group_unless_verbose_and_fits_120_columns(run_and_check):
+    out, stdout, _, _ = run_and_check
+    results = json.loads((out / "results.json").read_text())
+    groups = sorted({r["scenario"] for r in results["runs"]})
+    for verbose in (False, True):
+        console = Console(width=120, record=True)
+        print_summary(results, console, verbose)
+        text = console.export_text()
+        assert all(len(line.rstrip()) < 120 for line in text.splitlines()), text  # nothing cropped at the edge
+        rows = [ln.split("│")[1].strip() for ln in text.splitlines() if ln.startswith("│") and "total" not in ln]
+        if verbose:  # a row per run, the name shortened with an ellipsis where the console is narrow
+            assert len(rows) == len(results["runs"]) and all(short_name(r["name"]).startswith(row.rstrip("…"))
+                                                            for row, r in zip(rows, results["runs"])), text
+        else:
+            assert sorted(rows) == groups, text
+        assert "suite score" in text
+    assert "Looking in path" not in stdout and "model=effbench_" not in stdout
+    assert "synthetic_reasoning:mode=pattern_match" not in stdout  # the default summary is per group
+
+
+def test_check_prints_its_verdict_first_then_groups(run_and_check):
+    _, _, chk, stdout = run_and_check
+    report = json.loads((chk / "check.json").read_text())
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert lines[0].startswith(report["verdict"] + ":"), stdout  # nothing above the verdict (HELM's noise included)
+    assert "Looking in path" not in stdout
+    assert not any(short_name(r["name"]) in stdout for r in report["runs"]), stdout
+    for verbose in (False, True):
+        console = Console(width=120, record=True)
+        import effbench.cli.check as cli_check
+
+        saved, cli_check.out_console = cli_check.out_console, console
+        try:
+            print_check(report, "demo", verbose)
+        finally:
+            cli_check.out_console = saved
+        text = console.export_text()
+        assert text.startswith(report["verdict"]) and all(len(line) <= 120 for line in text.splitlines()), text
+        assert ("pattern_match" in text) == verbose
+
+
+def test_a_verdict_on_an_incomplete_suite_names_what_was_left_out(run_and_check):
+    _, _, chk, _ = run_and_check
+    report = json.loads((chk / "check.json").read_text())
+    report["not_run"] = {"gsm:model=effbench_demo": "dataset gsm is missing its train split"}
+    console = Console(width=120, record=True)
+    import effbench.cli.check as cli_check
+
+    saved, cli_check.out_console = cli_check.out_console, console
+    try:
+        print_check(report, "demo", False)
+    finally:
+        cli_check.out_console = saved
+    lines = console.export_text().splitlines()
+    n = len(report["runs"])
+    assert lines[0].startswith(f"{report['verdict']} on {n} of {n + 1} runs:")
+    table = next(i for i, ln in enumerate(lines) if ln.startswith("demo on default"))
+    assert f"1 of {n + 1} runs not run: gsm (dataset gsm is missing its train split)" in lines[:table]  # next to the verdict
+
+
+@pytest.mark.parametrize("budget", ["0s", "-5m", "0", "nan"])
+def test_a_budget_of_zero_or_less_is_refused_before_anything_loads(demo_submission, tmp_path, budget):
+    res = runner.invoke(app, ["run", str(demo_submission), "--budget", budget, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--budget" in res.output and "none for no deadline" in res.output, res.output
+    assert not (tmp_path / "o").exists()  # refused before the output folder, the plan or the model
+
+
+def test_resume_of_a_finished_run_says_so_and_loads_nothing(run_and_check):
+    out = run_and_check[0]
+    before = (out / "results.json").stat()
+    res = runner.invoke(app, ["run", "--resume", str(out)])
+    assert res.exit_code == 0 and "this run has finished" in res.output, res.output
+    after = (out / "results.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # nothing re-scored or rewritten
+
+
+def test_demo_is_named_after_its_folder(tmp_path):
+    res = runner.invoke(app, ["demo", str(tmp_path / "my-sub")])
+    assert res.exit_code == 0, res.output
+    assert 'name = "my-sub"' in (tmp_path / "my-sub" / "effbench.toml").read_text()
