@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -159,6 +160,22 @@ def may_match(pattern: str, entry: str, fn: str) -> bool:
     (HELM's run names start with it), so the data of filtered-out entries is not asked for."""
     head = pattern.split(":", 1)[0].split(",", 1)[0]
     return fnmatch.fnmatch(entry, pattern) or fnmatch.fnmatch(fn, head)
+
+
+def check_run_filter(suite: Suite, pattern: str | None) -> None:
+    """--runs refused before any planning when no entry of the suite can yield a matching run: not
+    by its text, its run spec function, or a name that starts with that function (HELM's run
+    names do: `dyck_language:num_parenthesis_pairs=2` runs as `dyck_language_np=2`). Permissive
+    where unsure; planning still says when nothing matched."""
+    if not pattern:
+        return
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    for entry, _ in suite.entries():
+        fn = entry.split(":", 1)[0]
+        if may_match(pattern, entry, fn) or literal.startswith(fn) or fn.startswith(literal):
+            return
+    raise EffbenchError(f"--runs: pattern {pattern!r} matches no run of suite {suite.name}"
+                        f" (entries: {', '.join(e for e, _ in suite.entries()[:4])}{', ...' if len(suite.runs) > 4 else ''})")
 
 
 def data_problem(name: str, class_name: str, args: dict, helm_dir: Path, staged: list[str], opts: RunOptions) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import sys
 
 import pytest
@@ -28,6 +29,7 @@ def run_and_check(demo_submission, cache_dir, tmp_path_factory):
     run = subprocess.run([*EFFBENCH, "run", str(demo_submission), "--max-eval-instances", "2", "--out", str(tmp / "run"),
                           "--cache-dir", str(cache_dir)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "kernels-community" not in run.stderr  # bitsandbytes' import-time note, filtered by its text (effbench/quiet.py)
     check = subprocess.run([*EFFBENCH, "check", str(demo_submission), "--suite", "default", "--max-eval-instances", "2",
                             "--out", str(tmp / "check"), "--cache-dir", str(cache_dir)], capture_output=True, text=True, timeout=600)
     assert check.returncode in (0, 1, 2), check.stderr[-3000:]
@@ -121,3 +123,38 @@ def test_demo_is_named_after_its_folder(tmp_path):
     res = runner.invoke(app, ["demo", str(tmp_path / "my-sub")])
     assert res.exit_code == 0, res.output
     assert 'name = "my-sub"' in (tmp_path / "my-sub" / "effbench.toml").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "{sub}", "--runs", "nomatch*"], "--runs: pattern 'nomatch*' matches no run of suite default"),
+    (["check", "{sub}", "--suite", "default", "--track", "3090"], "--track: unknown hardware profile '3090'"),
+    (["run", "{sub}", "--budget", "-5m"], "--budget: '-5m' must be more than 0"),
+    (["run", "{sub}", "--order", "fastest"], "Invalid value for '--order'"),
+    (["fleet", "{sub}", "--runs", "nomatch*", "--dry-run"], "--runs: pattern 'nomatch*' matches no run"),
+])
+def test_bad_options_are_refused_before_any_work(demo_submission, tmp_path, argv, message):
+    """One line, a non-zero exit, and no worker, plan or output folder: the process never got
+    that far (its whole wall time is the interpreter's start and the option check)."""
+    argv = [a.replace("{sub}", str(demo_submission)) for a in argv] + ["--out", str(tmp_path / "o")]
+    proc = subprocess.run([*EFFBENCH, *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode in (2, 3), proc.stderr  # check's own code for "could not run" is 3 (2 is FAIL)
+    assert message in " ".join(proc.stderr.split()), proc.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())
+    assert "Loading weights" not in proc.stderr and "phase: plan" not in proc.stderr
+
+
+def test_the_tour_s_folders_exist_as_written(tmp_path, monkeypatch, cache_dir):
+    """README's tour: `effbench demo my-sub`, `effbench run my-sub` (twice: the second does not
+    replace the first), then effbench-out/my-sub-default/latest is the newest run."""
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["demo", "my-sub"]).exit_code == 0
+    for _ in range(2):
+        res = runner.invoke(app, ["run", "my-sub", "--runs", "dyck*", "--max-eval-instances", "1", "--cache-dir", str(cache_dir)])
+        assert res.exit_code == 0, res.output
+        time.sleep(1.1)  # the folder's name is the second it started
+    runs = sorted(p for p in (tmp_path / "effbench-out" / "my-sub-default").iterdir() if p.name != "latest")
+    assert len(runs) == 2 and all((p / "results.json").is_file() for p in runs)
+    latest = tmp_path / "effbench-out" / "my-sub-default" / "latest"
+    assert latest.is_symlink() and latest.resolve() == runs[-1].resolve()
+    res = runner.invoke(app, ["report", "effbench-out/my-sub-default/latest"])
+    assert res.exit_code == 0 and "my-sub on default" in res.output, res.output

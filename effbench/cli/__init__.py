@@ -11,6 +11,7 @@ import typer
 from effbench import __version__
 from effbench.cli import check, fleet, report, run, tools
 from effbench.execute.cpu import set_wait_policy
+from effbench.quiet import quiet_known_messages
 
 app = typer.Typer(
     help="Time-limited evaluation of fine-tuned LLMs (base model + LoRA) with HELM scenarios.",
@@ -34,6 +35,7 @@ def main(
 ) -> None:
     """effbench evaluates a submission folder against a suite of HELM run entries."""
     set_wait_policy()  # before any command loads torch: HELM's scoring in this process must not spin
+    quiet_known_messages()
 
 
 app.command()(tools.demo)

@@ -39,7 +39,8 @@ def check(
     (3: the check itself could not run)."""
     from effbench.predict.check import check as run_check
     from effbench.paths import default_cache_dir, safe_name
-    from effbench.plan import RunOptions
+    from effbench.plan import RunOptions, check_run_filter
+    from effbench.predict.hardware import known_names
     from effbench.submission import Submission
     from effbench.challenge.suites import load_suite
 
@@ -48,6 +49,9 @@ def check(
                               allow_outside_paths=allow_outside_paths)
         sub = sub.with_backend(backend) if backend else sub
         suite_obj = load_suite(suite)
+        check_run_filter(suite_obj, runs)
+        if track not in known_names():  # before planning and loading, not after
+            raise EffbenchError(f"--track: unknown hardware profile {track!r}; one of {', '.join(known_names())}")
         out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}-check")
         opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
                           data_dir=data_dir, order=order, semantics=semantics, in_process=in_process)

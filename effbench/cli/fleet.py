@@ -47,9 +47,10 @@ def fleet(
                 raise EffbenchError("fleet status: give the fleet's folder: `effbench fleet status FLEET_OUT`")
             return _status(Path(submissions[1]), watch)
         from effbench.challenge.suites import load_suite
-        from effbench.plan import RunOptions
+        from effbench.plan import RunOptions, check_run_filter
 
         suite_obj = load_suite(suite)
+        check_run_filter(suite_obj, runs)
         suite_ref = str(Path(suite).resolve()) if suite.endswith(".toml") else suite
         minutes = duration_minutes(budget)
         trust = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, "allow_outside_paths": allow_outside_paths}

@@ -4,6 +4,7 @@ gives back the options it was started with). The work itself is effbench.runner'
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,7 +17,7 @@ from effbench.contracts import BackendName, EffbenchError, MissingData, Order, S
 def run(
     submission: Annotated[Optional[Path], typer.Argument(help="Submission folder (with effbench.toml); not needed with --resume.")] = None,
     suite: Annotated[str, typer.Option(help="Built-in suite name (see scenarios/) or a suite .toml file; several, comma-separated, run one after the other on one loaded model.")] = "default",
-    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: effbench-out/<submission>-<suite>. With several suites: one folder per suite inside it.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: a new effbench-out/<submission>-<suite>/<date-time>/, with `latest` next to it pointing at the newest. With several suites: one folder per suite inside it.")] = None,
     budget: Annotated[Optional[str], typer.Option(help="Wall-clock budget from the first request: 300m, 90s, 2h (a bare number is minutes), or none. Default: the suite's.")] = None,
     order: Annotated[Order, typer.Option(help="'effbench': batches across runs, duplicates computed once, runs advance together; 'helm': the challenge's config order, run by run.")] = "effbench",
     semantics: Annotated[Semantics, typer.Option(help="Unanswered at the deadline: 'item' scores each as an empty answer; 'helm' (the challenge's) loses an unfinished or failed run whole.")] = "item",
@@ -43,7 +44,7 @@ def run(
     deadline), journals every result, and writes results.json and HELM run folders."""
     from effbench.report.live import LiveView
     from effbench.paths import safe_name
-    from effbench.plan import RunOptions
+    from effbench.plan import RunOptions, check_run_filter
     from effbench.results import finished_run, save_run_config
     from effbench.execute.worker import BackendWorker
     from effbench.runner import resumed_run, run_suite
@@ -76,16 +77,18 @@ def run(
                 run_filter=runs, cache_dir=cache_dir, data_dir=data_dir, missing_data=missing_data, track=track,
                 budget_minutes=duration_minutes(budget), order=order, semantics=semantics), resume is not None)
         suites = [(n, load_suite(n)) for n in names]  # every suite checked before anything runs
+        for _, suite_def in suites:
+            check_run_filter(suite_def, runs if resume is None else opts.run_filter)
         if len({s.name for _, s in suites}) < len(suites):
             raise EffbenchError(f"--suite {suite}: a suite named twice (each writes its own output folder)")
         planned = []
         if resume is not None:
             planned.append((suites[0][1], opts))
         else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
             for name, suite_obj in suites:
-                default = Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}")
-                if out is None:
-                    where = default
+                if out is None:  # a new folder per run (a rerun never replaces one), `latest` pointing at it
+                    where = Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}") / stamp
                 else:  # several suites: one folder each inside --out
                     where = out if len(suites) == 1 else out / safe_name(suite_obj.name)
                 planned.append((suite_obj, RunOptions(
@@ -94,6 +97,8 @@ def run(
                     semantics=semantics, in_process=in_process)))
             for (name, _), (_, opts) in zip(suites, planned):  # `opts`: the folder an OSError below names
                 save_run_config(opts, sub, name, overwrite=overwrite)
+                if out is None:
+                    point_latest(opts.out)
         # several suites share one backend worker: the model loads once (runner.run_suite)
         shared = BackendWorker(sub, cache_dir) if len(planned) > 1 and not in_process else None
         try:
@@ -131,3 +136,13 @@ def _sharded(sub, names: list[str], out, shards: int, address, check, verbose: b
                        echo=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     print_summary(load_results(path), out_console, verbose)
     out_console.print(f"results: [bold]{path}[/] (merged from {shards} shards)")
+
+
+def point_latest(folder: Path) -> None:
+    """FOLDER/../latest -> FOLDER (a relative link, replaced in one step): the newest run of a
+    submission and suite, for --resume, report and simulate."""
+    link = folder.parent / "latest"
+    tmp = folder.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(folder.name, tmp)
+    os.replace(tmp, link)

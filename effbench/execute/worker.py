@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 from effbench.backends.common import allocator_stats
 from effbench.execute import cpu
+from effbench.quiet import quiet_known_messages
 from effbench.contracts import WARM_UP_ID, BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
 
@@ -118,6 +119,7 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pi
     try:
         _bind_to_parent(parent_pid)
         chosen_by = cpu.set_wait_policy()  # before torch loads: the OpenMP runtime reads it once
+        quiet_known_messages()
         blocked = cpu.block_second_runtimes(submission.tokenizer_dir)
         from effbench.backends import make_backend
 

@@ -29,12 +29,14 @@ def evaluate(folder: str, suite: str, sub_out: str, options: dict, trust: dict, 
     `failed` with its one-line reason (not retried: it would fail again)."""
     from effbench.challenge.suites import load_suite
     from effbench.execute.cpu import set_wait_policy
+    from effbench.quiet import quiet_known_messages
     from effbench.plan import RunOptions
     from effbench.results import RUN_CONFIG, save_run_config
     from effbench.runner import resumed_run, run_suite
     from effbench.submission import Submission
 
     set_wait_policy()  # as the command line does, before anything here loads torch
+    quiet_known_messages()
     where = Path(sub_out)
     out = where / RUN_FOLDER
     attempts = read_state(where).get("attempts", 0) + 1

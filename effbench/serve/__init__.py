@@ -19,6 +19,7 @@ from typing import Callable
 
 from effbench.contracts import EffbenchError
 from effbench.execute import cpu
+from effbench.quiet import quiet_known_messages
 from effbench.serve.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_WINDOW_S, create_app
 
 __all__ = ["create_app", "serve", "serve_in_thread", "wait_until_serving"]
@@ -63,6 +64,7 @@ def serve(
     sub = sub.with_backend(backend) if backend else sub
     sock = _bind(host, port)  # before the (slow) model load: a taken port fails at once
     chosen_by = cpu.set_wait_policy()  # the worker's policy (effbench/execute/cpu.py), before torch loads
+    quiet_known_messages()
     blocked = cpu.block_second_runtimes(sub.tokenizer_dir)
     try:
         be = make_backend(sub, cache_dir=cache_dir)
