@@ -158,3 +158,20 @@ def test_the_tour_s_folders_exist_as_written(tmp_path, monkeypatch, cache_dir):
     assert latest.is_symlink() and latest.resolve() == runs[-1].resolve()
     res = runner.invoke(app, ["report", "effbench-out/my-sub-default/latest"])
     assert res.exit_code == 0 and "my-sub on default" in res.output, res.output
+
+
+def test_offline_without_data_is_one_line_naming_data_dir(demo_submission, tmp_path):
+    """No network (a proxy nobody listens on makes it so on any machine) and no --data-dir: one
+    line that says --data-dir and the folders it reads, no traceback."""
+    import os
+
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nbudget_minutes = 10\n[[runs]]\nentry = "mmlu:subject=anatomy,method=multiple_choice_joint"\n')
+    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    proc = subprocess.run([*EFFBENCH, "run", str(demo_submission), "--suite", str(suite), "--max-eval-instances", "1",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "HELM cannot download its data" in err[0] and "--data-dir" in err[0], proc.stderr[-3000:]
+    assert "folders under it: mmlu" in err[0] and "Traceback" not in proc.stderr

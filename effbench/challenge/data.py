@@ -245,6 +245,15 @@ def datasets_for(run_functions: set[str]) -> set[str] | None:
     return {d for f in run_functions if (d := RUN_FUNCTION_DATASETS[f]) is not None}
 
 
+def offline_hint(entries) -> str:
+    """What to do where HELM could not download a dataset: --data-dir, and the folders it reads
+    under it for these suite entries."""
+    wanted = datasets_for({e.split(":", 1)[0] for e in entries})
+    names = sorted(wanted) if wanted is not None else sorted(DATASETS)
+    folders = ", ".join(DATASETS[n].sources[0] for n in names if n in DATASETS)
+    return f"offline? give --data-dir DIR with local copies of the public datasets (folders under it: {folders}; e.g. ../shared/data)"
+
+
 def stage(data_dir: Path, helm_dir: Path, wanted: set[str] | None = None) -> list[str]:
     """Link (or convert) every known dataset found in `data_dir` (only those in `wanted` when
     given); returns the names staged."""

@@ -85,6 +85,14 @@ def ensure_nltk_punkt_tab(cache_dir: Path) -> None:
     os.environ["NLTK_DATA"] = os.pathsep.join(filter(None, [os.environ.get("NLTK_DATA"), str(root)]))
 
 
+def _network_error(e: OSError) -> bool:
+    """A download that could not reach its server (not a local file problem)."""
+    import socket
+    import urllib.error
+
+    return isinstance(e, (urllib.error.URLError, socket.gaierror, ConnectionError, TimeoutError))
+
+
 HELM_LOG = "helm.log"  # what HELM prints, kept next to its run folders
 
 
@@ -125,6 +133,11 @@ class HelmSession:
             try:
                 specs = run_entries_to_run_specs([RunEntry(description=desc, priority=1, groups=None)], max_eval_instances=n)
             except Exception as e:  # HELM raises bare ValueError/KeyError for unknown scenarios or args
+                if isinstance(e, OSError) and _network_error(e):  # a download (BIG-bench reads the task's files)
+                    from effbench.challenge.data import offline_hint
+
+                    raise EffbenchError(f"suite {self.suite}: run entry '{entry}': HELM cannot download its data"
+                                        f" ({type(e).__name__}); {offline_hint([en for en, _ in entries])}") from e
                 raise EffbenchError(f"suite {self.suite}: run entry '{entry}': HELM cannot build it ({type(e).__name__}: {e})") from e
             out.extend((entry, s) for s in specs)
         return out
@@ -132,8 +145,16 @@ class HelmSession:
     def plan_run(self, entry: str, spec: RunSpec) -> RunPlan:
         """HELM's steps 1-4: scenario instances, downsampling, augmentation, adaptation."""
         scenario = create_scenario(spec.scenario_spec)
-        instances = get_instances(scenario, spec.scenario_spec, Path(get_scenario_cache_path(str(self.helm_dir), scenario.name)),
-                                  self.instance_cache)
+        try:
+            instances = get_instances(scenario, spec.scenario_spec, Path(get_scenario_cache_path(str(self.helm_dir), scenario.name)),
+                                      self.instance_cache)
+        except OSError as e:  # HELM downloads what is not staged: no network here
+            if not _network_error(e):
+                raise
+            from effbench.challenge.data import offline_hint
+
+            raise EffbenchError(f"suite {self.suite}: run {spec.name}: HELM cannot download its data ({type(e).__name__});"
+                                f" {offline_hint([entry])}") from e
         if any(i.id is None for i in instances):
             instances = with_instance_ids(instances)
         if spec.adapter_spec.max_eval_instances is not None:
