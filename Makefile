@@ -3,13 +3,15 @@
 PY := .venv/bin
 DEMO ?= demo
 
-.PHONY: demo test bench bench-check bench-baseline install gpu-check
+.PHONY: demo test bench bench-quick bench-check bench-baseline install gpu-check
 
 install:
 	scripts/install
 
-# Build the demo submission (once) and evaluate it on the default suite.
-demo: install
+# Build the demo submission (once) and evaluate it on the default suite. Installs only what the demo
+# needs (the hf extra); `make test` installs the rest (vLLM, Ray, the test tools, chromium).
+demo:
+	scripts/install hf
 	@test -f $(DEMO)/effbench.toml || $(PY)/effbench demo $(DEMO)
 	$(PY)/effbench run $(DEMO)
 
@@ -17,9 +19,13 @@ demo: install
 test: install
 	$(PY)/pytest -q --durations=20
 
-# pytest-benchmark suites (speed targets live here, not in tests/).
+# pytest-benchmark suites (speed targets live here, not in tests/): about an hour on 2 cores.
 bench: install
 	$(PY)/pytest bench -q -s --benchmark-only --benchmark-columns=median,rounds --benchmark-autosave
+
+# The tracked figures only (~5 min on 2 cores), printed, not compared.
+bench-quick: install
+	$(PY)/pytest bench/test_tracked.py -q -s --benchmark-only --benchmark-columns=median,rounds
 
 # Regression tracking: the tracked figures (bench/test_tracked.py, ~5 min on 2 cores) against the
 # baseline kept in the repo; fails when a figure is worse than bench/thresholds.toml allows.

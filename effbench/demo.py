@@ -151,7 +151,7 @@ def build_demo(
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, lora)
-        peft_model.peft_config["default"].base_model_name_or_path = "effbench-demo-base"
+        peft_model.peft_config["default"].base_model_name_or_path = "effbench-demo-base"  # report/summary.py reads it
         # save_embedding_layers=False: no look-up of the base on the hub (we are offline).
         peft_model.save_pretrained(out / "adapter", safe_serialization=True, save_embedding_layers=False)
         cfg_path = out / "adapter" / "adapter_config.json"  # target_modules is saved from a set: sort it

@@ -60,6 +60,7 @@ def test_run_summary_is_per_group_unless_verbose_and_fits_120_columns(run_and_ch
             assert sorted(rows) == groups, text
         assert "suite score" in text
     assert "Looking in path" not in stdout and "model=effbench_" not in stdout
+    assert "the demo's model has random weights: its scores are 0 by design" in stdout
     assert "synthetic_reasoning:mode=pattern_match" not in stdout  # the default summary is per group
 
 

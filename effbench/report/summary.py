@@ -26,6 +26,21 @@ def left_out_line(not_run: dict[str, str], total: int) -> str | None:
     return f"{len(not_run)} of {total} runs not run: {reasons}"
 
 
+DEMO_BASE = "effbench-demo-base"  # the demo adapter's base_model_name_or_path (effbench/demo.py)
+
+
+def is_demo(results: dict) -> bool:
+    """Whether results.json is of `effbench demo`'s submission (its adapter names the demo base)."""
+    import json
+    from pathlib import Path
+
+    try:
+        cfg = json.loads((Path(results["submission"]["folder"]) / "adapter" / "adapter_config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return cfg.get("base_model_name_or_path") == DEMO_BASE
+
+
 def _group_rows(runs: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for r in runs:
@@ -79,5 +94,8 @@ def print_summary(results: dict, console: Console, verbose: bool = False) -> Non
                          len(results["runs"]))
     if left:
         console.print(f"[yellow]{escape(left)}[/]", highlight=False)
+    if is_demo(results):
+        console.print("the demo's model has random weights: its scores are 0 by design (it shows the pipeline, speed and"
+                      " budget, not quality)", highlight=False)
     if not verbose:
         console.print("per run: --verbose (every run's full name and figures: results.json)", highlight=False)
