@@ -104,20 +104,18 @@ def test_html_is_self_contained(report):
     assert "demo on default" in words and "HTML report" not in words
 
 
-@pytest.fixture(scope="module")
-def browser(report, tmp_path_factory) -> tuple[str, Image.Image]:
-    """The report as headless Chromium draws it: the DOM after its inline script ran, and a
-    screenshot. Host resolution is off, so a page that needed the network would show it."""
+def _render(page: Path, tmp: Path) -> tuple[str, Image.Image]:
+    """PAGE as headless Chromium draws it: the DOM after its inline script ran, and a screenshot.
+    Host resolution is off, so a page that needed the network would show it."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); the browser checks need it")
-    tmp = tmp_path_factory.mktemp("chromium")
-    png = tmp / "report.png"
+    png = tmp / "page.png"
     flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
              "--host-resolver-rules=MAP * ~NOTFOUND", "--force-device-scale-factor=1", "--window-size=1280,6000",
              "--virtual-time-budget=2000"]
-    url = report.resolve().as_uri()
+    url = page.resolve().as_uri()
     dom = subprocess.run([*flags, f"--user-data-dir={tmp / 'p1'}", "--dump-dom", url],
                          capture_output=True, text=True, timeout=60)
     assert dom.returncode == 0 and "<figure" in dom.stdout, dom.stderr[-2000:]
@@ -127,25 +125,33 @@ def browser(report, tmp_path_factory) -> tuple[str, Image.Image]:
     return dom.stdout, Image.open(png).convert("RGB")
 
 
+@pytest.fixture(scope="module")
+def browser(report, tmp_path_factory) -> tuple[str, Image.Image]:
+    return _render(report, tmp_path_factory.mktemp("chromium"))
+
+
+def _drawn(page: "Page", image: Image.Image, fig_id: str, orange: bool) -> None:
+    """The figure was laid out by the browser, holds a drawing, and its pixels show the series."""
+    fig = page.figure(fig_id)
+    assert fig is not None and "data-rendered" in fig, (fig_id, fig)  # the inline script ran
+    w, h = map(int, fig["data-rendered"].split("x"))
+    assert w > 300 and h > 100, (fig_id, fig["data-rendered"])
+    assert int(fig["data-paths"]) > 20, fig_id
+    x, y, bw, bh = map(int, fig["data-box"].split(","))
+    assert y + bh <= image.height, f"{fig_id} below the screenshot"
+    colours = image.crop((x, y, x + bw, y + bh)).getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50, (fig_id, len(colours))
+    counts = {c: n for n, c in colours}
+    assert counts.get(BLUE, 0) > 30, (fig_id, counts.get(BLUE, 0))
+    if orange:
+        assert counts.get(ORANGE, 0) > 30, (fig_id, counts.get(ORANGE, 0))
+
+
 def test_every_plot_is_drawn_by_a_browser(browser):
     dom, image = browser
     page = Page(dom)
     for fig_id in PLOTS:
-        fig = page.figure(fig_id)
-        assert fig is not None and "data-rendered" in fig, (fig_id, fig)  # the inline script ran
-        w, h = map(int, fig["data-rendered"].split("x"))
-        assert w > 300 and h > 150, (fig_id, fig["data-rendered"])
-        assert int(fig["data-paths"]) > 20, fig_id
-        # the plot's own pixels in the screenshot: not blank, and the main series' colour is there
-        x, y, bw, bh = map(int, fig["data-box"].split(","))
-        assert y + bh <= image.height, f"{fig_id} below the screenshot"
-        crop = image.crop((x, y, x + bw, y + bh))
-        colours = crop.getcolors(maxcolors=1 << 20)
-        assert len(colours) > 50, (fig_id, len(colours))
-        counts = {c: n for n, c in colours}
-        assert counts.get(BLUE, 0) > 30, (fig_id, counts.get(BLUE, 0))
-        if fig_id in ("plot-throughput", "plot-score-budget", "plot-predicted"):
-            assert counts.get(ORANGE, 0) > 30, (fig_id, counts.get(ORANGE, 0))
+        _drawn(page, image, fig_id, orange=fig_id in ("plot-throughput", "plot-score-budget", "plot-predicted"))
     whole = image.getcolors(maxcolors=1 << 22)
     assert len(whole) > 200
 
@@ -197,3 +203,18 @@ def test_a_replay_that_cannot_run_is_one_line_in_its_section(run_and_check, tmp_
     assert page.figure("plot-score-budget") is None and page.figure("plot-time-per-run") is not None
     error = next(a for t, a, _ in page.tags if a.get("id") == "error-score-budget")
     assert error is not None and f"{bare / 'run_config.json'}: missing" in " ".join(page.text)
+
+
+def test_check_html_draws_the_projection_and_the_memory_fit(run_and_check, tmp_path):
+    """`effbench check --html`'s page (issue 18): the groups against the budget (orange line) and
+    the memory parts against the card, drawn by a real browser."""
+    from effbench.report.html_check import write_check_html
+
+    _, chk = run_and_check
+    page = write_check_html(chk, tmp_path / "check.html")
+    check = json.loads((chk / "check.json").read_text())
+    dom, image = _render(page, tmp_path)
+    parsed = Page(dom)
+    for fig_id in ("plot-projection", "plot-memory-fit"):
+        _drawn(parsed, image, fig_id, orange=True)
+    assert check["verdict"] in dom and "whole suite" not in check["runs"][0]["name"]

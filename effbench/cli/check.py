@@ -29,6 +29,7 @@ def check(
     in_process: Annotated[bool, typer.Option("--in-process", help="Run the backend in this process.")] = False,
     backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
+    html: Annotated[bool, typer.Option("--html", help="Also draw the projection per scenario group and the memory fit: OUT/check.html.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also one row per run (default: per scenario group; check.json has every run).")] = False,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
@@ -69,6 +70,10 @@ def check(
         out_console.print(f"[yellow]contention:[/] other work used {c['share']:.0%} of this machine's {c['cores']} cores during the"
                           f" probe ({c['other_cores']:.2f} cores' worth, steal {c['steal_share']:.1%}): the interval is widened"
                           f" x{c['interval_widened_by']:.2f}; check again on a quiet machine for a tighter one", highlight=False)
+    if html:
+        from effbench.report.html_check import write_check_html
+
+        out_console.print(f"HTML: {write_check_html(out)}", highlight=False)
     if json_out is not None:
         write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
     raise typer.Exit(report["exit_code"])

@@ -45,7 +45,7 @@ def write_json_out(path: Path, obj: dict, exit_code: int = 2) -> None:
         raise typer.Exit(exit_code) from None
 
 
-def duration_minutes(text: str | None) -> float | None:
+def duration_minutes(text: str | None, option: str = "--budget") -> float | None:
     """'300m', '90s', '2h', or a bare number of minutes; 'none' (or 'off') for no deadline, as 0.
     Zero or a negative duration is an error, not a silent "no deadline"."""
     if text is None:
@@ -57,8 +57,8 @@ def duration_minutes(text: str | None) -> float | None:
     try:
         minutes = float(t[:-1]) * scale if scale is not None else float(t)
     except ValueError:
-        raise EffbenchError(f"--budget: {text!r} is not a duration (e.g. 300m, 90s, 2h; a bare number is minutes;"
+        raise EffbenchError(f"{option}: {text!r} is not a duration (e.g. 300m, 90s, 2h; a bare number is minutes;"
                             " none for no deadline)") from None
     if not minutes > 0:  # also NaN
-        raise EffbenchError(f"--budget: {text!r} must be more than 0 (none for no deadline)")
+        raise EffbenchError(f"{option}: {text!r} must be more than 0 (none for no deadline)")
     return minutes

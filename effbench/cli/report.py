@@ -31,7 +31,7 @@ def report(
         results = load_results(out)
         minutes = None
         if budgets is not None:
-            minutes = [duration_minutes(b) for b in budgets.split(",") if b.strip()]
+            minutes = [duration_minutes(b, "--budgets") for b in budgets.split(",") if b.strip()]
             if not minutes or any(m is None or m <= 0 for m in minutes):
                 raise EffbenchError(f"--budgets: {budgets!r}: give positive durations, e.g. 1m,5m,30m")
     except EffbenchError as e:
