@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray loads: the cluster on 127.0.0.1 only
+os.environ.setdefault("RAY_worker_niceness", "0")  # its raylets start workers at the default priority, as the driver's do
 ray = pytest.importorskip("ray", reason="the `fleet` extra (ray) is not installed; scripts/install installs it")
 
 from effbench.fleet.plan import lpt, makespan, shard_split, slot_plan  # noqa: E402
@@ -141,6 +142,7 @@ def test_fleet_runs_the_good_ranks_them_and_leaves_the_bad_out(ray_cluster, demo
     assert proc.returncode == 1, proc.stderr[-3000:]  # one submission was left out
     a, b = _state(out / "sub-a"), _state(out / "sub-b")
     assert a["state"] == "finished" and a["attempts"] == 1 and a["reason"] is None
+    assert a["niceness"] == 0  # not Ray's default 15 for its workers
     assert b["state"] == "partial" and b["reason"].startswith("deadline hit: 0 of 8")
     assert a["ended"] < b["ended"]  # the one out of time did not hold the other up: they ran side by side
     results = json.loads((out / "sub-b" / "run" / "results.json").read_text())
