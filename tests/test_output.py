@@ -73,13 +73,7 @@ def test_check_prints_its_verdict_first_then_groups(run_and_check):
     assert not any(short_name(r["name"]) in stdout for r in report["runs"]), stdout
     for verbose in (False, True):
         console = Console(width=120, record=True)
-        import effbench.cli.check as cli_check
-
-        saved, cli_check.out_console = cli_check.out_console, console
-        try:
-            print_check(report, "demo", verbose)
-        finally:
-            cli_check.out_console = saved
+        print_check(report, "demo", verbose, console)
         text = console.export_text()
         assert text.startswith(report["verdict"]) and all(len(line) <= 120 for line in text.splitlines()), text
         assert ("pattern_match" in text) == verbose
@@ -90,13 +84,7 @@ def test_a_verdict_on_an_incomplete_suite_names_what_was_left_out(run_and_check)
     report = json.loads((chk / "check.json").read_text())
     report["not_run"] = {"gsm:model=effbench_demo": "dataset gsm is missing its train split"}
     console = Console(width=120, record=True)
-    import effbench.cli.check as cli_check
-
-    saved, cli_check.out_console = cli_check.out_console, console
-    try:
-        print_check(report, "demo", False)
-    finally:
-        cli_check.out_console = saved
+    print_check(report, "demo", False, console)
     lines = console.export_text().splitlines()
     n = len(report["runs"])
     assert lines[0].startswith(f"{report['verdict']} on {n} of {n + 1} runs:")

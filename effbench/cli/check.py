@@ -79,10 +79,12 @@ def check(
     raise typer.Exit(report["exit_code"])
 
 
-def print_check(report: dict, name: str, verbose: bool) -> None:
+def print_check(report: dict, name: str, verbose: bool, console=None) -> None:
     """The verdict first (with every run left out named), then one row per scenario group, then
-    per run with --verbose."""
+    per run with --verbose. `console`: where (default: stdout's)."""
     from rich.table import Table
+
+    out = console or out_console
 
     from effbench.report.summary import NAME_WIDTH, left_out_line, short_name
 
@@ -90,12 +92,12 @@ def print_check(report: dict, name: str, verbose: bool) -> None:
     colour = {"PASS": "green", "AT RISK": "yellow", "FAIL": "red"}[report["verdict"]]
     total = len(report["runs"]) + len(report["not_run"])
     scope = f" on {len(report['runs'])} of {total} runs" if report["not_run"] else ""
-    out_console.print(
+    out.print(
         f"[bold {colour}]{report['verdict']}[/]{scope}: projected {pm['median']:.1f} min (90% interval {pm['p05']:.1f}-{pm['p95']:.1f})"
         f" of {budget:g} min on {escape(report['track'])}; expected score {es['if_all_finish']:.4f},"
         f" {es['within_budget']:.4f} within the budget (lost {es['lost']:.4f})", highlight=False)
     if (left := left_out_line(report["not_run"], total)) is not None:
-        out_console.print(f"[yellow]{escape(left)}[/]", highlight=False)
+        out.print(f"[yellow]{escape(left)}[/]", highlight=False)
     groups: dict[str, list[dict]] = {}
     for r in report["runs"]:
         groups.setdefault(r.get("scenario") or r["name"].split(":")[0], []).append(r)
@@ -108,7 +110,7 @@ def print_check(report: dict, name: str, verbose: bool) -> None:
         last = max(fin) if fin else None
         table.add_row(escape(group), str(len(rs)), str(sum(r["requests"] for r in rs)), "-" if last is None else f"{last:.2f}",
                       "-" if last is None else f"{last / budget:.0%}", str(sum(r["answered_within_budget"] for r in rs)))
-    out_console.print(table)
+    out.print(table)
     if verbose:
         runs = Table(title="per run", title_justify="left")
         for col in ("run", "requests", "probed", "finish (min)", "answered in budget", "probe score"):
@@ -118,6 +120,6 @@ def print_check(report: dict, name: str, verbose: bool) -> None:
             runs.add_row(escape(short_name(r["name"])), str(r["requests"]), str(r["probed"]),
                          "-" if r["projected_finish_min"] is None else f"{r['projected_finish_min']:.2f}",
                          str(r["answered_within_budget"]), "-" if r["probe_score"] is None else f"{r['probe_score']:.3f}")
-        out_console.print(runs)
-    out_console.print(f"{report['runs_past_budget']} runs / {report['items_past_budget']} requests past the budget;"
+        out.print(runs)
+    out.print(f"{report['runs_past_budget']} runs / {report['items_past_budget']} requests past the budget;"
                       f" per run: --verbose or check.json", highlight=False)
