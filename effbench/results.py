@@ -136,9 +136,12 @@ def load_results(path: Path) -> dict:
 def finished_run(out: Path) -> dict | None:
     """The results.json of a run in OUT that has nothing left to do (every request answered, no
     stop, no deadline), or None: `--resume` of such a run says so instead of loading a model."""
-    file, journal = out / "results.json", out / JOURNAL_NAME
-    if not file.is_file() or (journal.is_file() and journal.stat().st_mtime_ns > file.stat().st_mtime_ns):
-        return None  # none yet, or the journal went on after it was written
+    file = out / "results.json"
+    if not file.is_file():
+        return None
+    written = file.stat().st_mtime_ns
+    if any(f.is_file() and f.stat().st_mtime_ns > written for f in (out / JOURNAL_NAME, out / RUN_CONFIG)):
+        return None  # the journal went on, or the run's options changed, after it was written: resume checks them
     results = load_results(out)
     t, b = results["totals"], results["budget"]
     if t["unfinished"] or t["unanswered"] or t["errors"] or b["stopped"] or b["deadline_hit"]:
