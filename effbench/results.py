@@ -86,6 +86,11 @@ def _read(file: Path, absent: str) -> tuple[Any, str]:
         raise EffbenchError(f"{file}: cannot read it ({type(e).__name__}: {e})".replace("\n", " ")) from None
 
 
+def read_json_file(file: Path, absent: str) -> Any:
+    """A JSON file of effbench's (parsed), or one line naming it: `absent` when it is not there."""
+    return _read(file, absent)[0]
+
+
 def results_file(path: Path) -> Path:
     """PATH itself, or the results.json in the folder PATH."""
     path = Path(path)

@@ -11,7 +11,6 @@ A state file is written whole (effbench/atomic.py) by whoever owns the state at 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -42,27 +41,21 @@ def write_fleet(out: Path, fleet: dict) -> None:
 
 
 def read_fleet(out: Path) -> dict:
-    file = out / FLEET_FILE
-    if not file.is_file():
-        raise EffbenchError(f"{file}: no fleet here (FLEET_OUT is the --out of `effbench fleet`)")
-    try:
-        fleet = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EffbenchError(f"{file}: cannot read it ({type(e).__name__}: {e})".replace("\n", " ")) from None
+    from effbench.results import read_json_file
+
+    fleet = read_json_file(out / FLEET_FILE, "no fleet here (FLEET_OUT is the --out of `effbench fleet`)")
     if not isinstance(fleet, dict) or not isinstance(fleet.get("submissions"), dict):
-        raise EffbenchError(f"{file}: field 'submissions': missing (not written by `effbench fleet`)")
+        raise EffbenchError(f"{out / FLEET_FILE}: field 'submissions': missing (not written by `effbench fleet`)")
     return fleet
 
 
 def read_state(folder: Path) -> dict:
     """A submission's state; a folder without one is `queued` (its task has not written yet)."""
-    file = folder / STATE_FILE
-    if not file.is_file():
+    from effbench.results import read_json_file
+
+    if not (folder / STATE_FILE).is_file():
         return {"state": "queued", "attempts": 0}
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise EffbenchError(f"{file}: cannot read it ({type(e).__name__}: {e})".replace("\n", " ")) from None
+    return read_json_file(folder / STATE_FILE, "missing")
 
 
 def write_state(folder: Path, state: State, **fields) -> dict:
