@@ -180,13 +180,9 @@ def completion_texts(out: Path) -> dict[str, list[str]]:
 
 
 RUN_CONFIG = "run_config.json"
-
-
 # 2: options.out is not stored; a path inside the output folder is stored relative to it, any
 # other absolute. Version 1 (no "version" key) stored every path as given on the command line.
 RUN_CONFIG_VERSION = 2
-
-
 _CONFIG_PATHS = ("cache_dir", "data_dir")
 
 
