@@ -46,14 +46,33 @@ def test_the_time_between_batches_is_measured_and_projected_per_batch():
     shifted = [replace(r, timings=Timings(*(t + 0.2 * r.batch_id + 5.0 for t in (r.timings.queued, r.timings.started,
                                                                                 r.timings.first_token, r.timings.finished))))
                for r in results]
-    assert between_batches(results) == pytest.approx(0.0, abs=1e-9)
-    assert between_batches(shifted) == pytest.approx(0.2)
+    assert between_batches(results).fixed_s == pytest.approx(0.0, abs=1e-9)
+    assert between_batches(shifted).fixed_s == pytest.approx(0.2) and between_batches(shifted).per_token_s == 0.0
     reqs = [GenerationRequest(id=r.request_id, prompt=f"x{i}", max_tokens=10, origin=Origin(run="r", index=i)) for i, r in enumerate(results)]
     lengths = {q.id: 300 for q in reqs}
     base = project(reqs, lengths, results, 4, samples=20)
-    gapped = project(reqs, lengths, results, 4, samples=20, gap_s=0.2)
+    gapped = project(reqs, lengths, results, 4, samples=20, gap=0.2)
     assert len(gapped.batches) >= 6
     assert gapped.quantiles([0.5])[0] - base.quantiles([0.5])[0] == pytest.approx(0.2 * len(gapped.batches), rel=1e-6)
+
+
+def test_a_gap_that_grows_with_the_results_is_projected_for_wider_batches():
+    """The parent journals a batch's results before sending the next: 1 ms plus 30 us per decoded
+    token. Fitted on narrow probe batches, the gap after a full-width batch is what it costs."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(3)
+    batches = [[(200, int(rng.integers(5, 50)))] * int(rng.integers(1, 5)) for _ in range(6)]
+    results, shift, ends = recorded(batches), 0.0, {}
+    moved = []
+    for bid in range(len(batches)):
+        rows = [r for r in results if r.batch_id == bid]
+        moved += [replace(r, timings=Timings(*(t + shift for t in (r.timings.queued, r.timings.started, r.timings.first_token,
+                                                                  r.timings.finished)))) for r in rows]
+        shift += 0.001 + 3e-5 * sum(r.output_tokens for r in rows)
+    gap = between_batches(moved)
+    assert gap.fixed_s == pytest.approx(0.001, abs=1e-6) and gap.per_token_s == pytest.approx(3e-5, rel=1e-3)
+    assert gap.seconds(32 * 50) == pytest.approx(0.049, rel=1e-3)  # a 32-row batch of 50 tokens each
 
 
 def test_holdout_factors_spread_with_the_models_error_on_unseen_batches():

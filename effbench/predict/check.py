@@ -165,7 +165,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
                    order=opts.order, coef_transform=transform, groups=prefixes,
                    prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token,
-                   gap_s=between_batches(results.values()), calibration=list(calibrated.values()))
+                   gap=between_batches(results.values()), calibration=list(calibrated.values()))
     q05, q50, q95 = proj.quantiles()
     contention = watch.result
     if contention is not None and contention.contended:
