@@ -2,7 +2,11 @@
 
 A byte-level BPE tokenizer trained on a built-in corpus, a small random Llama (head_dim 64 so
 vLLM's CPU attention accepts it) and a LoRA adapter with non-zero weights, laid out as a valid
-submission folder. Same arguments, same bytes.
+submission folder. Same arguments, same bytes (on one machine, where the adapter is trained).
+
+`train_steps` > 0 trains the adapter briefly on synthetic Dyck-2 completions written like HELM's
+dyck_language prompts (sequences drawn here, not HELM's instances): the default suite's dyck run
+then scores above the random base, so the demo's numbers show a fine-tune doing something.
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ def build_demo(
     max_batch_size: int = 8,
     dtype: str = "float32",
     corpus: Iterable[str] | None = None,
+    train_steps: int = 0,
 ) -> Path:
     """Write a submission folder at `out` (must be empty or absent); returns its path.
     The defaults give ~0.6M parameters; hidden_size=768, num_layers=12, intermediate_size=2048,
@@ -151,6 +156,7 @@ def build_demo(
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, lora)
+        trained = train_on_dyck(peft_model, tokenizer, train_steps, seed) if train_steps > 0 else None
         peft_model.peft_config["default"].base_model_name_or_path = "effbench-demo-base"  # report/summary.py reads it
         # save_embedding_layers=False: no look-up of the base on the hub (we are offline).
         peft_model.save_pretrained(out / "adapter", safe_serialization=True, save_embedding_layers=False)
@@ -158,6 +164,8 @@ def build_demo(
         cfg = json.loads(cfg_path.read_text())
         cfg["target_modules"] = sorted(cfg["target_modules"])
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        if trained is not None:  # report/summary.py says what the demo's scores mean
+            (out / "adapter" / TRAINING_NOTE).write_text(json.dumps(trained, indent=2, sort_keys=True) + "\n")
         manifest.append('adapter = "adapter"')
     manifest += [
         'backend = "hf"',
@@ -170,3 +178,75 @@ def build_demo(
     ]
     (out / "effbench.toml").write_text("\n".join(manifest) + "\n")
     return out
+
+
+TRAINING_NOTE = "effbench_demo_training.json"
+DYCK_INSTRUCTIONS = "Please complete the rest of the following Dyck sequences, making sure that the parentheses are closed properly."
+_PAIRS = (("(", ")"), ("[", "]"))
+
+
+def dyck_example(rng: random.Random, min_len: int, max_len: int) -> tuple[str, str]:
+    """A Dyck-2 prefix of min_len-max_len brackets that leaves 1-3 open, and the closings that end
+    it (space-separated, as HELM writes them)."""
+    k = rng.randint(1, 3)
+    n = rng.randint(max(min_len, k), max_len)
+    n += (n - k) % 2  # an even number of brackets besides the k left open
+    seq: list[str] = []
+    stack: list[str] = []
+    for i in range(n):
+        left = n - i
+        close = len(stack) - k == left or (stack and k - len(stack) < left and rng.random() < 0.5)
+        if close:
+            seq.append(stack.pop())
+        else:
+            o, c = rng.choice(_PAIRS)
+            seq.append(o)
+            stack.append(c)
+    return " ".join(seq), " ".join(reversed(stack))
+
+
+def dyck_prompt(rng: random.Random, shots: int = 3) -> tuple[str, str]:
+    """(prompt, answer) in the layout of HELM's dyck_language run: instructions, `shots` solved
+    short sequences, then a long one to close."""
+    lines = [DYCK_INSTRUCTIONS, ""]
+    for _ in range(shots):
+        x, y = dyck_example(rng, 4, 50)
+        lines.append(f"Input: {x} {y}")
+    x, y = dyck_example(rng, 52, 100)
+    lines.append(f"Input: {x}")
+    return "\n".join(lines), f" {y}\n"
+
+
+def train_on_dyck(model, tokenizer, steps: int, seed: int, batch: int = 8, lr: float = 3e-3) -> dict:
+    """A few AdamW steps on the adapter's weights only, the loss on the answer's tokens (the
+    closing brackets and the newline HELM stops at). Returns what was done, for the summary."""
+    import time
+
+    import torch
+
+    rng = random.Random(seed + 2)
+    torch.manual_seed(seed + 2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    model.train()
+    t0, loss = time.perf_counter(), None
+    for _ in range(steps):
+        pairs = [dyck_prompt(rng) for _ in range(batch)]
+        ids, labels = [], []
+        for prompt, answer in pairs:
+            p = tokenizer(prompt)["input_ids"]
+            a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            ids.append(p + a)
+            labels.append([-100] * len(p) + a)
+        width = max(map(len, ids))
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # left padding, as the backend's
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        target = torch.tensor([[-100] * (width - len(x)) + x for x in labels])
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=target).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    return {"task": "synthetic Dyck-2 completions (HELM dyck_language's layout)", "steps": steps, "batch": batch,
+            "seconds": round(time.perf_counter() - t0, 1), "final_loss": round(loss.item(), 4) if loss is not None else None}

@@ -164,3 +164,57 @@ def test_offline_without_data_is_one_line_naming_data_dir(demo_submission, tmp_p
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "HELM cannot download its data" in err[0] and "--data-dir" in err[0], proc.stderr[-3000:]
     assert "folders under it: mmlu" in err[0] and "Traceback" not in proc.stderr
+
+
+def test_library_messages_go_to_the_log_and_effbench_s_own_stay_on_the_terminal(tmp_path, capfd, caplog):
+    """Within libraries_logged_to: HELM's logger, transformers' (its own stderr handler set aside)
+    and warnings raised in third-party code land in the file; effbench's own warnings do not; on
+    exit the libraries print as before. None (-v) routes nothing."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as tf_logging
+
+    import effbench.execute.journal as ours
+    from effbench.quiet import libraries_logged_to
+
+    log = tmp_path / "libraries.log"
+    with libraries_logged_to(log):
+        logging.getLogger("helm").warning("only 0 training instances, wanted 3")
+        tf_logging.get_logger("transformers.tokenization_utils_base").warning("Token indices sequence length is longer")
+        warnings.warn_explicit("a library's deprecation", FutureWarning, "/site-packages/somelib/x.py", 1)
+        with pytest.warns(UserWarning, match="torn last journal line"):  # effbench's: shown as usual
+            warnings.warn_explicit("torn last journal line", UserWarning, ours.__file__, 1)
+    text, err = log.read_text(), capfd.readouterr().err
+    assert "only 0 training instances" in text and "Token indices" in text and "a library's deprecation" in text, text
+    assert "torn" not in text
+    assert not any(m in err for m in ("only 0 training", "Token indices", "deprecation")), err
+    tf_logging.get_logger("transformers.tokenization_utils_base").warning("after the command")
+    root = logging.getLogger("transformers")  # its stderr handler is back, ours gone
+    assert tf_logging._default_handler in root.handlers and not any(isinstance(h, logging.FileHandler) for h in root.handlers)
+    assert "after the command" not in log.read_text()
+    with libraries_logged_to(None) as none:  # -v: HELM's record goes where logging sends it (pytest's capture here)
+        logging.getLogger("helm").warning("chatty")
+    assert none is None and "chatty" in caplog.text and not log.read_text().count("chatty")
+
+
+def test_helm_s_warnings_go_to_libraries_log_unless_verbose(demo_submission, cache_dir, shared_data, tmp_path):
+    """A real run whose HELM adapter warns (8 shots wanted, MMLU's dev split has 5): quiet, the
+    warning is in OUT/libraries.log, named at the end, not on the terminal; -v shows it."""
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\nbudget_minutes = 10\n[[runs]]\n'
+                     'entry = "mmlu:subject=anatomy,method=multiple_choice_joint,max_train_instances=8"\n')
+    said = {}
+    for flags in ([], ["-v"]):
+        out = tmp_path / ("verbose" if flags else "quiet")
+        proc = subprocess.run([*EFFBENCH, "run", str(demo_submission), "--suite", str(suite), "--max-eval-instances", "2",
+                               "--data-dir", str(shared_data), "--cache-dir", str(cache_dir), "--out", str(out), *flags],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        said[bool(flags)] = (proc.stderr, out / "libraries.log")
+    err, log = said[False]
+    assert "only 5 training instances, wanted 8" in log.read_text()
+    assert "training instances" not in err, err[-3000:]
+    assert f"the libraries' messages (HELM, transformers, ...): {log}" in " ".join(err.split())
+    err, log = said[True]
+    assert "only 5 training instances, wanted 8" in err and not log.exists(), err[-3000:]

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from effbench.cli.common import AllowOutsidePaths, AllowPickle, TrustRemoteCode, console, duration_minutes, out_console, write_json_out
+from effbench.cli.common import AllowOutsidePaths, AllowPickle, TrustRemoteCode, console, duration_minutes, name_library_log, out_console, write_json_out
 from effbench.contracts import BackendName, EffbenchError, Order, Semantics
 
 
@@ -30,7 +30,7 @@ def check(
     backend: Annotated[Optional[BackendName], typer.Option(help="Serve with this backend instead of the manifest's (hf, vllm).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the whole check as JSON here.")] = None,
     html: Annotated[bool, typer.Option("--html", help="Also draw the projection per scenario group and the memory fit: OUT/check.html.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also one row per run (default: per scenario group; check.json has every run).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also one row per run (default: per scenario group; check.json has every run), and the libraries' own messages on the terminal (default: OUT/libraries.log).")] = False,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -42,6 +42,7 @@ def check(
     from effbench.paths import default_cache_dir, safe_name
     from effbench.plan import RunOptions, check_run_filter
     from effbench.predict.hardware import known_names
+    from effbench.quiet import LIBRARY_LOG, libraries_logged_to
     from effbench.submission import Submission
     from effbench.challenge.suites import load_suite
 
@@ -56,8 +57,10 @@ def check(
         out = out or Path("effbench-out") / safe_name(f"{sub.name}-{suite_obj.name}-check")
         opts = RunOptions(out=out, max_eval_instances=max_eval_instances, run_filter=runs, cache_dir=cache_dir,
                           data_dir=data_dir, order=order, semantics=semantics, in_process=in_process)
-        report = run_check(sub, suite_obj, opts, track=track, probe_fraction=probe, budget_minutes=duration_minutes(budget),
-                           hardware_cache=cache_dir or default_cache_dir())
+        budget_min = duration_minutes(budget)
+        with libraries_logged_to(None if verbose else out / LIBRARY_LOG) as log:
+            report = run_check(sub, suite_obj, opts, track=track, probe_fraction=probe, budget_minutes=budget_min,
+                               hardware_cache=cache_dir or default_cache_dir())
     except EffbenchError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(3)
@@ -76,6 +79,7 @@ def check(
         out_console.print(f"HTML: {write_check_html(out)}", highlight=False)
     if json_out is not None:
         write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
+    name_library_log(log)
     raise typer.Exit(report["exit_code"])
 
 

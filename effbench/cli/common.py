@@ -32,6 +32,14 @@ TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Run 
 AllowOutsidePaths = Annotated[bool, typer.Option("--allow-outside-paths", help="Let base, adapter and tokenizer (and links in their folders) point outside the submission folder.")]
 
 
+def name_library_log(log: Path | None) -> None:
+    """At the end of a command that routed the libraries' messages: where they are, if any came."""
+    if log is not None and log.is_file() and log.stat().st_size:
+        n = sum(1 for _ in log.open(encoding="utf-8", errors="replace"))
+        console.print(f"the libraries' messages (HELM, transformers, ...): {log} ({n} lines; -v shows them here)",
+                      highlight=False, soft_wrap=True)
+
+
 def write_json_out(path: Path, obj: dict, exit_code: int = 2) -> None:
     """A --json output, whole or not at all (effbench.atomic); a failure is one line and `exit_code`."""
     from effbench.atomic import write_json_atomic

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from effbench.cli.common import AllowOutsidePaths, AllowPickle, TrustRemoteCode, console, duration_minutes, fail, out_console
+from effbench.cli.common import AllowOutsidePaths, AllowPickle, TrustRemoteCode, console, duration_minutes, fail, name_library_log, out_console
 from effbench.contracts import BackendName, EffbenchError, MissingData, Order, Semantics
 
 
@@ -34,7 +34,7 @@ def run(
     shards: Annotated[Optional[int], typer.Option(min=1, help="Split the suite across this many slots of a Ray cluster (effbench fleet), by predicted cost; one results.json merged from the shards'.")] = None,
     address: Annotated[Optional[str], typer.Option(help="With --shards: the Ray cluster ('auto', ray://host:port); default: this machine, one slot per shard.")] = None,
     check_dir: Annotated[Optional[Path], typer.Option("--check", help="With --shards: an `effbench check` output of this submission, whose cost model weighs the runs (default: a roofline of this machine).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The summary per run (default: per scenario group).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The summary per run, and the libraries' own messages (HELM, transformers, vLLM) on the terminal (default: per scenario group; those messages in OUT/libraries.log).")] = False,
     allow_pickle: AllowPickle = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_outside_paths: AllowOutsidePaths = False,
@@ -42,6 +42,7 @@ def run(
     """Evaluate SUBMISSION on a suite under a time budget: HELM builds prompts and metrics, effbench
     batches the requests through the submission's backend (in a worker process it can stop at the
     deadline), journals every result, and writes results.json and HELM run folders."""
+    from effbench.quiet import LIBRARY_LOG, libraries_logged_to
     from effbench.report.live import LiveView
     from effbench.paths import safe_name
     from effbench.plan import RunOptions, check_run_filter
@@ -103,11 +104,13 @@ def run(
         shared = BackendWorker(sub, cache_dir) if len(planned) > 1 and not in_process else None
         try:
             for suite_obj, opts in planned:
-                with LiveView(console, suite_obj) as view:
-                    outcome = run_suite(sub, suite_obj, opts, view.progress, worker=shared)
+                with libraries_logged_to(None if verbose else opts.out / LIBRARY_LOG) as log:
+                    with LiveView(console, suite_obj) as view:
+                        outcome = run_suite(sub, suite_obj, opts, view.progress, worker=shared)
                 view.summary(outcome.results, out_console, verbose)
                 out_console.print(f"results: [bold]{outcome.results_path}[/]  HELM run folders:"
                                   f" {opts.out / outcome.results['helm_output']}/runs/{safe_name(suite_obj.name)}/")
+                name_library_log(log)
         finally:
             if shared is not None:
                 shared.close()

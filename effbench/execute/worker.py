@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 from effbench.backends.common import allocator_stats
 from effbench.execute import cpu
-from effbench.quiet import quiet_known_messages
+from effbench.quiet import quiet_known_messages, route_from_environment, thread_lock_for_progress_bars
 from effbench.contracts import WARM_UP_ID, BackendCapabilities, EffbenchError, GenerationRequest, GenerationResult
 from effbench.submission import Submission
 
@@ -121,6 +121,8 @@ def _worker_main(conn, submission: Submission, cache_dir: Path | None, parent_pi
         chosen_by = cpu.set_wait_policy()  # before torch loads: the OpenMP runtime reads it once
         quiet_known_messages()
         blocked = cpu.block_second_runtimes(submission.tokenizer_dir)
+        route_from_environment()  # the command's libraries.log, unless -v
+        thread_lock_for_progress_bars()
         from effbench.backends import make_backend
 
         backend = make_backend(submission, cache_dir=cache_dir)

@@ -43,7 +43,7 @@ def evaluate(folder: str, suite: str, sub_out: str, options: dict, trust: dict, 
     `failed` with its one-line reason (not retried: it would fail again)."""
     from effbench.challenge.suites import load_suite
     from effbench.execute.cpu import set_wait_policy
-    from effbench.quiet import quiet_known_messages
+    from effbench.quiet import LIBRARY_LOG, libraries_logged_to, quiet_known_messages
     from effbench.plan import RunOptions
     from effbench.results import RUN_CONFIG, save_run_config
     from effbench.runner import resumed_run, run_suite
@@ -64,7 +64,8 @@ def evaluate(folder: str, suite: str, sub_out: str, options: dict, trust: dict, 
             sub = Submission.load(Path(folder), **trust)
             opts = RunOptions.from_json({**options, "out": str(out)})
             save_run_config(opts, sub, suite)
-        outcome = run_suite(sub, load_suite(suite), opts)
+        with libraries_logged_to(opts.out / LIBRARY_LOG):  # as `effbench run` without -v
+            outcome = run_suite(sub, load_suite(suite), opts)
     except EffbenchError as e:
         return write_state(where, "failed", reason=str(e))
     except BaseException as e:  # recorded, then raised: Ray reports it to the driver

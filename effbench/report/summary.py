@@ -29,16 +29,28 @@ def left_out_line(not_run: dict[str, str], total: int) -> str | None:
 DEMO_BASE = "effbench-demo-base"  # the demo adapter's base_model_name_or_path (effbench/demo.py)
 
 
-def is_demo(results: dict) -> bool:
-    """Whether results.json is of `effbench demo`'s submission (its adapter names the demo base)."""
+def demo_note(results: dict) -> str | None:
+    """What the scores of `effbench demo`'s submission mean (its adapter names the demo base), or
+    None for any other submission."""
     import json
     from pathlib import Path
 
+    from effbench.demo import TRAINING_NOTE
+
+    adapter = Path(results["submission"]["folder"]) / "adapter"
     try:
-        cfg = json.loads((Path(results["submission"]["folder"]) / "adapter" / "adapter_config.json").read_text())
+        cfg = json.loads((adapter / "adapter_config.json").read_text())
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return cfg.get("base_model_name_or_path") == DEMO_BASE
+        return None
+    if cfg.get("base_model_name_or_path") != DEMO_BASE:
+        return None
+    try:
+        t = json.loads((adapter / TRAINING_NOTE).read_text())
+    except (OSError, ValueError):
+        return ("the demo's model has random weights: its scores are 0 by design (it shows the pipeline, speed and"
+                " budget, not quality)")
+    return (f"the demo's base has random weights; its adapter was trained {t['steps']} steps ({t['seconds']:.0f} s) on"
+            f" {t['task']}: dyck scores above the base, the other runs 0 by design")
 
 
 def _group_rows(runs: list[dict]) -> dict[str, list[dict]]:
@@ -94,8 +106,7 @@ def print_summary(results: dict, console: Console, verbose: bool = False) -> Non
                          len(results["runs"]))
     if left:
         console.print(f"[yellow]{escape(left)}[/]", highlight=False)
-    if is_demo(results):
-        console.print("the demo's model has random weights: its scores are 0 by design (it shows the pipeline, speed and"
-                      " budget, not quality)", highlight=False)
+    if (note := demo_note(results)) is not None:
+        console.print(note, highlight=False)
     if not verbose:
         console.print("per run: --verbose (every run's full name and figures: results.json)", highlight=False)
