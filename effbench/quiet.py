@@ -5,11 +5,12 @@ warnings routed into OUT/libraries.log while a command works (-v: left on the te
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import warnings
 from pathlib import Path
+
+from effbench.atomic import write_json_atomic
 
 # bitsandbytes 0.49 on a CPU, at import: it looks for an optional hub kernel ("kernels-community")
 # for 4-bit matmuls and falls back to its own; nothing is missing for effbench.
@@ -65,6 +66,14 @@ def libraries_logged_to(file: Path | None):
 def route_libraries(file: Path, children: bool = True):
     """Route this process's library messages into `file`; returns the undo. `children`: processes
     spawned meanwhile (the backend worker, vLLM's engine) inherit an environment that routes theirs."""
+    # vLLM configures its logging at import from a dictConfig file, in the worker and its engine
+    # process. Written first: a full or read-only folder fails here, before any logger is touched.
+    vllm_config = file.parent / f".{file.name}.vllm.json"
+    if children:
+        write_json_atomic(vllm_config, {"version": 1, "disable_existing_loggers": False, "handlers": {"file": {
+            "class": "logging.FileHandler", "filename": str(file), "mode": "a", "encoding": "utf-8"}},
+            "loggers": {"vllm": {"handlers": ["file"], "level": "INFO", "propagate": False}}})
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(vllm_config)
     os.environ[LOG_ENV] = str(file)
     handler = logging.FileHandler(file, mode="a", encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
@@ -78,13 +87,6 @@ def route_libraries(file: Path, children: bool = True):
     tf_logging = _transformers_logging()
     if tf_logging is not None:
         tf_logging.disable_default_handler()
-    # vLLM configures its logging at import from a dictConfig file, in the worker and its engine process
-    vllm_config = file.parent / f".{file.name}.vllm.json"
-    if children:
-        vllm_config.write_text(json.dumps({"version": 1, "disable_existing_loggers": False, "handlers": {"file": {
-            "class": "logging.FileHandler", "filename": str(file), "mode": "a", "encoding": "utf-8"}},
-            "loggers": {"vllm": {"handlers": ["file"], "level": "INFO", "propagate": False}}}))
-        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(vllm_config)
     show = warnings.showwarning
 
     def show_routed(message, category, filename, lineno, file_=None, line=None):

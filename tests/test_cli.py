@@ -50,11 +50,12 @@ def test_the_console_exits_with_the_apps_code_and_flushed_output(argv, code, str
 
 def test_demo_is_deterministic_and_valid(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    for d in (a, b):
-        res = runner.invoke(app, ["demo", str(d)])
+    for d in (a, b):  # a few training steps: the trained adapter is the same bytes too
+        res = runner.invoke(app, ["demo", str(d), "--train-steps", "5"])
         assert res.exit_code == 0, res.output
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert {"effbench.toml", "base/model.safetensors", "base/tokenizer.json", "adapter/adapter_model.safetensors"} <= {str(f) for f in files}
+    assert {"effbench.toml", "base/model.safetensors", "base/tokenizer.json", "adapter/adapter_model.safetensors",
+            "adapter/effbench_demo_training.json"} <= {str(f) for f in files}
     match, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
     assert mismatch == ["effbench.toml"] and not errors  # only the name differs: each is named after its folder
     assert Submission.load(a).name == "a" and Submission.load(b).name == "b"
@@ -69,7 +70,7 @@ def test_demo_is_deterministic_and_valid(tmp_path):
 def test_demo_adapter_is_not_zero(tmp_path):
     from safetensors import safe_open
 
-    runner.invoke(app, ["demo", str(tmp_path / "d")])
+    runner.invoke(app, ["demo", str(tmp_path / "d"), "--train-steps", "0"])  # the random adapter, before any training
     with safe_open(tmp_path / "d" / "adapter" / "adapter_model.safetensors", "pt") as f:
         b_keys = [k for k in f.keys() if "lora_B" in k]
         assert b_keys and all(f.get_tensor(k).abs().sum() > 0 for k in b_keys)

@@ -5,6 +5,7 @@ are refused before anything loads."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import sys
@@ -109,7 +110,7 @@ def test_resume_of_a_finished_run_says_so_and_loads_nothing(run_and_check):
 
 
 def test_demo_is_named_after_its_folder(tmp_path):
-    res = runner.invoke(app, ["demo", str(tmp_path / "my-sub")])
+    res = runner.invoke(app, ["demo", str(tmp_path / "my-sub"), "--train-steps", "0"])
     assert res.exit_code == 0, res.output
     assert 'name = "my-sub"' in (tmp_path / "my-sub" / "effbench.toml").read_text()
 
@@ -218,3 +219,20 @@ def test_helm_s_warnings_go_to_libraries_log_unless_verbose(demo_submission, cac
     assert f"the libraries' messages (HELM, transformers, ...): {log}" in " ".join(err.split())
     err, log = said[True]
     assert "only 5 training instances, wanted 8" in err and not log.exists(), err[-3000:]
+
+
+def test_a_log_folder_that_cannot_be_written_leaves_the_loggers_as_they_were(tmp_path, monkeypatch):
+    """A full or read-only output folder fails the routing before any logger is touched: the next
+    command (here, the next test) does not inherit a handler on a dead file (CI caught one)."""
+    import logging
+
+    from effbench.quiet import LOG_ENV, route_libraries
+
+    monkeypatch.delenv(LOG_ENV, raising=False)
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    (tmp_path / "a-file").write_text("")
+    before = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in ("helm", "transformers")}
+    with pytest.raises(NotADirectoryError):
+        route_libraries(tmp_path / "a-file" / "libraries.log")
+    assert {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in before} == before
+    assert LOG_ENV not in os.environ and "VLLM_LOGGING_CONFIG_PATH" not in os.environ
