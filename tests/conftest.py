@@ -4,6 +4,7 @@ all tests (loading is the slow part), and the real benchmark data in ../shared/d
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,9 +16,17 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Offline, always: tests must never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# effbench's default cache (merges, HELM instances, configs checked) is the session's own, not ~/.cache.
-os.environ.setdefault("EFFBENCH_CACHE", tempfile.mkdtemp(prefix="effbench-test-cache-"))
+# effbench's default cache (merges, HELM instances, configs checked) is the session's own, not ~/.cache,
+# and goes with the session (~25 MB each).
+_OWN_CACHE = None
+if "EFFBENCH_CACHE" not in os.environ:
+    _OWN_CACHE = os.environ["EFFBENCH_CACHE"] = tempfile.mkdtemp(prefix="effbench-test-cache-")
 os.environ["EFFBENCH_TESTING"] = "1"  # the fault-injecting backend (effbench.backends.TEST_BACKENDS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:  # a temporary folder: what a straggling subprocess still writes there is not the test's
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def pytest_addoption(parser):
