@@ -54,6 +54,10 @@ def test_the_time_between_batches_is_measured_and_projected_per_batch():
     gapped = project(reqs, lengths, results, 4, samples=20, gap=0.2)
     assert len(gapped.batches) >= 6
     assert gapped.quantiles([0.5])[0] - base.quantiles([0.5])[0] == pytest.approx(0.2 * len(gapped.batches), rel=1e-6)
+    # a probe that ran while the hypervisor took a quarter of the cores: the run goes at 0.75 of its seconds
+    slowed = project(reqs, lengths, results, 4, samples=20, gap=0.2, pace=0.75)
+    assert slowed.total_s == pytest.approx(0.75 * gapped.total_s, rel=1e-9)
+    assert slowed.batch_ends_s == pytest.approx(0.75 * gapped.batch_ends_s, rel=1e-9)
 
 
 def test_a_gap_that_grows_with_the_results_is_projected_for_wider_batches():
@@ -209,3 +213,36 @@ def test_a_calibration_batch_at_full_width_tells_steps_from_rows():
     assert abs(with_cal - truth) / truth < 0.02
     X, _ = batch_observations(calibrated)
     assert X.tolist() == [[1.0, 100.0, 20.0, 320.0]]  # one prompt prefilled, 20 steps, 16 rows decoded
+
+
+def _stat(steal_per_core: float, busy_per_core: float, idle_per_core: float, cpus: int) -> str:
+    """/proc/stat's CPU lines in clock ticks: the machine's line, then one per CPU."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    one = [busy_per_core, 0, 0, idle_per_core, 0, 0, 0, steal_per_core, 0, 0]
+    line = lambda name, k: " ".join([name] + [str(int(round(v * tick * k))) for v in one])
+    return "\n".join([line("cpu", cpus)] + [line(f"cpu{i}", 1) for i in range(cpus)] + ["intr 1 2 3", "cpu7 9 9 9"])
+
+
+def test_steal_during_the_probe_is_taken_out_of_its_pace():
+    """Steal comes in bursts: a probe during one is projected at the machine's usual steal (its
+    share since boot), and only the cores this process may use count."""
+    import os
+
+    from effbench.predict.contention import _cpu_times, contention_between
+
+    n = len(os.sched_getaffinity(0))
+    top = max(os.sched_getaffinity(0)) + 1
+    # since boot: 1,000 s per core, 5 of them stolen (0.5%); then 10 s of probe, 2.5 s per core stolen
+    before = _cpu_times(_stat(5, 600, 395, top))
+    after = _cpu_times(_stat(7.5, 607.5, 395, top))
+    assert before.total == pytest.approx(1000 * n) and before.steal == pytest.approx(5 * n)
+    c = contention_between(before, after, ours=7.5 * top, seconds=10.0)
+    assert c.usual_steal == pytest.approx(0.005) and c.steal_share == pytest.approx(0.25)
+    assert c.other_cores == pytest.approx(0.0, abs=1e-9)
+    assert c.pace == pytest.approx(0.75 / 0.995)
+    assert c.contended and c.to_json()["pace_factor"] == pytest.approx(0.7538, abs=1e-4)
+    # no steal during the probe: its pace stands, but for the usual share
+    quiet = contention_between(before, _cpu_times(_stat(5, 607.5, 397.5, top)), ours=7.5 * top, seconds=10.0)
+    assert quiet.steal_share == 0.0 and quiet.pace == pytest.approx(1 / 0.995) and not quiet.contended

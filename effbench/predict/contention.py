@@ -2,7 +2,12 @@
 probe of minutes: a probe slowed (or sped up) by other work misleads it, so check says so and
 widens its interval by the share of the cores others took.
 
-Linux's /proc/stat gives the machine's busy time and the hypervisor's steal; psutil gives this
+The hypervisor's steal is also taken out of the probe's pace: it comes in bursts (27% of the
+CPU for the 6 s of one probe, measured on a 2-core VM whose steal since boot is 0.5%), so the
+run is expected at the machine's long-run steal, not the probe's. Other processes are not taken
+out: a job beside the probe is likely beside the run too.
+
+Linux's /proc/stat gives the machine's busy time and each core's steal; psutil gives this
 process tree's own CPU time; the difference is everyone else's.
 """
 
@@ -21,16 +26,38 @@ from effbench.execute.cpu import cores
 CONTENDED_SHARE = 0.2
 
 
-def _machine_busy() -> tuple[float, float] | None:
-    """(busy seconds of all CPUs, steal seconds) since boot; None where /proc/stat is absent."""
-    try:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class CpuTimes:
+    """Seconds since boot from /proc/stat: all CPUs' busy time, and the steal and total time
+    (busy, idle and steal) of the cores this process may use."""
+
+    busy: float
+    steal: float
+    total: float
+
+
+def _cpu_times(stat: str | None = None) -> CpuTimes | None:
+    """`stat`: /proc/stat's text (read here when None); None where it is absent."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text()
+        except OSError:
+            return None
     tick = os.sysconf("SC_CLK_TCK")
-    v = [int(x) / tick for x in first[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0.0] * 8)[:8]
-    return user + nice + system + irq + softirq, steal
+    mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    busy = steal = total = 0.0
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu"):
+            break
+        v = [int(x) / tick for x in fields]
+        user, nice, system, idle, iowait, irq, softirq, st = (v + [0.0] * 8)[:8]
+        if name == "cpu":
+            busy = user + nice + system + irq + softirq
+        elif name in mine:
+            steal += st
+            total += user + nice + system + idle + iowait + irq + softirq + st
+    return CpuTimes(busy, steal, total)
 
 
 def _tree_cpu() -> float:
@@ -53,6 +80,7 @@ class Contention:
     other_cores: float  # cores' worth of CPU time used by other processes, on average
     steal_share: float  # of our cores' time, taken by the hypervisor
     cores: int
+    usual_steal: float = 0.0  # the steal share of our cores since boot: what the run is expected to see
 
     @property
     def share(self) -> float:
@@ -69,9 +97,16 @@ class Contention:
         took, either way (they may stop, or more may come)."""
         return 1.0 + self.share if self.contended else 1.0
 
+    @property
+    def pace(self) -> float:
+        """The run's seconds per probe second, from steal alone: the probe computed during
+        (1 - steal_share) of its time, the run will during (1 - usual_steal) of its own."""
+        return (1.0 - min(self.steal_share, 0.9)) / (1.0 - min(self.usual_steal, 0.9))
+
     def to_json(self) -> dict:
         return {"seconds": round(self.seconds, 3), "other_cores": round(self.other_cores, 3),
-                "steal_share": round(self.steal_share, 4), "cores": self.cores, "share": round(self.share, 3),
+                "steal_share": round(self.steal_share, 4), "usual_steal_share": round(self.usual_steal, 4),
+                "pace_factor": round(self.pace, 4), "cores": self.cores, "share": round(self.share, 3),
                 "contended": self.contended, "interval_widened_by": round(self.widen, 3)}
 
 
@@ -81,16 +116,21 @@ class CpuWatch:
     and reported as cores' worth."""
 
     def __enter__(self) -> "CpuWatch":
-        self._t0, self._busy0, self._ours0 = time.monotonic(), _machine_busy(), _tree_cpu()
+        self._t0, self._cpu0, self._ours0 = time.monotonic(), _cpu_times(), _tree_cpu()
         self.result: Contention | None = None
         return self
 
     def __exit__(self, *exc) -> None:
-        busy1, ours1, dt = _machine_busy(), _tree_cpu(), time.monotonic() - self._t0
-        if self._busy0 is None or busy1 is None or dt <= 0:
-            return
-        busy = busy1[0] - self._busy0[0]
-        steal = busy1[1] - self._busy0[1]
-        others = max(0.0, busy - (ours1 - self._ours0))
-        n = cores()
-        self.result = Contention(dt, others / dt, steal / (dt * (os.cpu_count() or n)), n)
+        cpu1, ours1, dt = _cpu_times(), _tree_cpu(), time.monotonic() - self._t0
+        self.result = contention_between(self._cpu0, cpu1, ours1 - self._ours0, dt)
+
+
+def contention_between(before: CpuTimes | None, after: CpuTimes | None, ours: float, seconds: float) -> Contention | None:
+    """What others took between two readings, `ours` CPU seconds being this process tree's."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    n = cores()
+    others = max(0.0, after.busy - before.busy - ours)
+    steal = (after.steal - before.steal) / (seconds * n)
+    usual = before.steal / before.total if before.total > 0 else 0.0
+    return Contention(seconds, others / seconds, max(0.0, steal), n, usual)
