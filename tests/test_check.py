@@ -98,6 +98,7 @@ def test_check_sees_other_work_on_the_cores_and_widens_its_interval(demo_submiss
     assert res.exit_code in (0, 1), res.output
     c = rep["contention"]
     assert c["contended"] and c["other_cores"] > 0.3 and c["interval_widened_by"] == pytest.approx(1 + c["share"], abs=1e-3)
+    assert 0 <= c["steal_share"] < 1 and 0 <= c["usual_steal_share"] < 1  # this process's cores, during the probe and since boot
     assert "contention:" in res.output and "widened" in res.output
     pm = rep["projected_minutes"]
     assert pm["p05"] <= pm["median"] <= pm["p95"]

@@ -134,7 +134,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
                                                      "suite": suite.name, "requests": len(probe), "probe_fraction": probe_fraction})
         width = submission.manifest.limits.max_batch_size
         calib = calibration_request(probe, lengths, width)
-        with CpuWatch() as watch:  # others on the cores make the probe's pace a weaker guide; steal is taken out
+        with CpuWatch() as watch:  # others on the cores make the probe's pace a weaker guide
             report = Scheduler(executor, width).execute(
                 probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes, journal=journal)
             probe_s = time.time() - t0
@@ -157,7 +157,6 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
             t = translate_coefficients(CostCoefficients(*c), here, target, dtype)
             return np.array([t.fixed, t.prefill, t.step, t.row])
     results = report.results
-    contention = watch.result
     kind, cache_bytes = _prefix_cache(submission)
     mem = fit_submission(submission, target, prefix_cache_bytes=cache_bytes if kind == "bounded" else 0,
                          prefix_tokens=tokens_kept(prefixes, lengths))
@@ -166,9 +165,9 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     proj = project(requests, lengths, list(results.values()), submission.manifest.limits.max_batch_size,
                    order=opts.order, coef_transform=transform, groups=prefixes,
                    prefix_cache_bytes=replay, kv_bytes_per_token=mem.kv_bytes_per_token,
-                   gap=between_batches(results.values()), calibration=list(calibrated.values()),
-                   pace=contention.pace if contention is not None else 1.0)
+                   gap=between_batches(results.values()), calibration=list(calibrated.values()))
     q05, q50, q95 = proj.quantiles()
+    contention = watch.result
     if contention is not None and contention.contended:
         q05, q95 = q05 / contention.widen, q95 * contention.widen
     budget_min = suite.budget_minutes if budget_minutes is None else budget_minutes

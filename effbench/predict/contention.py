@@ -2,10 +2,10 @@
 probe of minutes: a probe slowed (or sped up) by other work misleads it, so check says so and
 widens its interval by the share of the cores others took.
 
-The hypervisor's steal is also taken out of the probe's pace: it comes in bursts (27% of the
-CPU for the 6 s of one probe, measured on a 2-core VM whose steal since boot is 0.5%), so the
-run is expected at the machine's long-run steal, not the probe's. Other processes are not taken
-out: a job beside the probe is likely beside the run too.
+The hypervisor's steal is reported next to the cores' steal since boot, and not taken out of the
+probe's pace: measured on a 2-core VM whose steal since boot is 0.5%, a 27% burst lasted the 6 s
+of one probe and not its run, but 22-28% lasted the minutes of three probes AND their runs, where
+taking it out made the projections worse (9.5-12% error became 14-32%).
 
 Linux's /proc/stat gives the machine's busy time and each core's steal; psutil gives this
 process tree's own CPU time; the difference is everyone else's.
@@ -80,7 +80,7 @@ class Contention:
     other_cores: float  # cores' worth of CPU time used by other processes, on average
     steal_share: float  # of our cores' time, taken by the hypervisor
     cores: int
-    usual_steal: float = 0.0  # the steal share of our cores since boot: what the run is expected to see
+    usual_steal: float = 0.0  # the steal share of our cores since boot
 
     @property
     def share(self) -> float:
@@ -97,16 +97,10 @@ class Contention:
         took, either way (they may stop, or more may come)."""
         return 1.0 + self.share if self.contended else 1.0
 
-    @property
-    def pace(self) -> float:
-        """The run's seconds per probe second, from steal alone: the probe computed during
-        (1 - steal_share) of its time, the run will during (1 - usual_steal) of its own."""
-        return (1.0 - min(self.steal_share, 0.9)) / (1.0 - min(self.usual_steal, 0.9))
-
     def to_json(self) -> dict:
         return {"seconds": round(self.seconds, 3), "other_cores": round(self.other_cores, 3),
                 "steal_share": round(self.steal_share, 4), "usual_steal_share": round(self.usual_steal, 4),
-                "pace_factor": round(self.pace, 4), "cores": self.cores, "share": round(self.share, 3),
+                "cores": self.cores, "share": round(self.share, 3),
                 "contended": self.contended, "interval_widened_by": round(self.widen, 3)}
 
 

@@ -144,7 +144,6 @@ def project(
     kv_bytes_per_token: int = 1,
     gap: Gap | float = 0.0,
     calibration: Sequence[GenerationResult] = (),
-    pace: float = 1.0,
 ) -> Projection:
     """Project the execute time of `requests` (the whole suite) from the probe's results.
     `coef_transform` maps fitted coefficients to another machine (roofline translation);
@@ -153,9 +152,7 @@ def project(
     `gap` is the time from one batch's end to the next one's start (between_batches; a float:
     seconds, the same after every batch);
     `calibration`: the calibration batch's results (calibration_request), in every fit, never
-    resampled or held out: the only batch at the full width;
-    `pace`: the run's seconds per probe second on the probe's machine (contention.Contention.pace:
-    the hypervisor's steal during the probe taken out), on every batch and gap."""
+    resampled or held out: the only batch at the full width."""
     X, y = batch_observations(probe_results)
     if len(y) == 0:
         raise ValueError("the probe produced no timed batch")
@@ -204,7 +201,7 @@ def project(
     # what the model misses on batches it was not fitted on, as a factor on the whole (sample 0: none),
     # and the scheduler's time between batches (IPC, the journal), which no batch's own clock sees
     gap = gap if isinstance(gap, Gap) else Gap(float(gap))
-    per_batch = (per_batch * holdout_factors(X, y, rng, samples, fit_on)[:, None] + gap.seconds(decoded)) * pace
+    per_batch = per_batch * holdout_factors(X, y, rng, samples, fit_on)[:, None] + gap.seconds(decoded)
     ends = np.cumsum(per_batch, axis=1)
 
     run_of = {q.id: q.origin.run for q in requests}
