@@ -22,10 +22,12 @@ def check(sub, cache_dir, tmp_path, *extra, name="c"):
 
 
 def test_check_passes_a_generous_budget_and_fails_a_tiny_one(demo_submission, cache_dir, tmp_path):
-    res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "10m", "--in-process")
+    # the challenge's open budget: next to other work check widens its interval by the cores others
+    # took, so a budget near the demo's quiet time (10 m) made the verdict depend on the machine's load
+    res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "300m", "--in-process")
     assert res.exit_code == 0 and rep["verdict"] == "PASS" and "PASS" in res.output, res.output
     pm = rep["projected_minutes"]
-    assert 0 < pm["p05"] <= pm["median"] <= pm["p95"] < 10
+    assert 0 < pm["p05"] <= pm["median"] <= pm["p95"] < 300
     assert rep["probe"]["requests"] == 8 and rep["probe"]["fraction"] <= 0.1
     assert len(rep["runs"]) == 4 and all(r["projected_finish_min"] > 0 and r["probed"] == 2 for r in rep["runs"])
     assert rep["runs_past_budget"] == 0 and rep["items_past_budget"] == 0
