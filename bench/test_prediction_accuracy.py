@@ -6,8 +6,9 @@ actual of the execute phase, and whether the 90% interval holds the actual time.
 Targets: median error <= 5%; the interval covers the actual time in >= 9 of 10 configurations, in
 each condition. Two more configurations at suite scale (the demo model on 2000-2700 requests, where
 5% is tens of batches, as in a real suite) are reported apart, and each case prints a floor: the
-error of 5% of the run's own batches (_floor), and the demo model's runs are run twice, to show how
-closely this machine repeats the same run. One command: .venv/bin/pytest bench/test_prediction_accuracy.py --benchmark-only -s
+error of 5% of the run's own batches (_floor). The demo model's configurations run in three rounds
+of (check, run) (ROUNDS): how closely this machine repeats a run, and the error of the median
+prediction against the median run, which the machine's pace moves less than one round's. One command: .venv/bin/pytest bench/test_prediction_accuracy.py --benchmark-only -s
 (EFFBENCH_BENCH_CONDITIONS=quiet or loaded for one condition only).
 """
 
@@ -58,9 +59,14 @@ CONFIGS = [
     ("demo", "synthetic-large", 8), ("demo", "mmlu-bigbench-large", 8),  # suite scale: reported apart
 ]
 FIXTURES = {"demo": "demo", "m100": "m100_submission", "m100-16k": "m100_16k_submission"}
-# Configurations whose run is run twice: a prediction cannot be expected closer than the run repeats
-# itself. The demo model's only (its runs take 5-70 s; the 100M models' 3-10 min would double the bench).
+# Configurations measured in ROUNDS rounds of (check, run), one after the other: a prediction cannot
+# be expected closer than the run repeats itself, and on these shared machines a run repeated at once
+# has differed by 5-34% (the CPU the process gets varies: the same run's CPU seconds stay within 5%
+# while its wall time moves). Each round's error is printed; the case's error is that of the median
+# prediction against the median run, which this noise moves less. The demo model's only (its runs
+# take 5-70 s; the 100M models' 3-10 min would triple the bench). EFFBENCH_BENCH_ROUNDS=1: one round.
 REPEATED = {"demo"}
+ROUNDS = int(os.environ.get("EFFBENCH_BENCH_ROUNDS", "3"))
 
 
 def _conditions() -> list[str]:
@@ -123,39 +129,47 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
     common = ["--suite", str(suite), "--data-dir", str(SHARED), "--cache-dir", str(cache)]
     _effbench("run", str(sub), "--out", str(tmp_path / "warm"), "--cache-dir", str(cache), "--max-eval-instances", "1",
               "--runs", "dyck*")  # the merge, outside both timings
-    figures: dict = {}
+    rounds = ROUNDS if model in REPEATED else 1
+    figures: list[tuple[dict, float]] = []  # per round: check.json, the run's execute seconds
 
     def both():
         with Hogs() if condition == "loaded" else _Quiet():
-            _effbench("check", str(sub), *common, "--out", str(tmp_path / "check"), "--probe", str(PROBE), "--track", "here",
-                      "--json", str(tmp_path / "check.json"))
-            _effbench("run", str(sub), *common, "--out", str(tmp_path / "run"), "--budget", "none")
-            if model in REPEATED:  # the same run again, at once: how closely this machine repeats itself
-                _effbench("run", str(sub), *common, "--out", str(tmp_path / "again"), "--budget", "none")
-        figures["check"] = json.loads((tmp_path / "check.json").read_text())
-        figures["actual"] = json.loads((tmp_path / "run" / "results.json").read_text())["phases"]["execute"]
-        if model in REPEATED:
-            figures["again"] = json.loads((tmp_path / "again" / "results.json").read_text())["phases"]["execute"]
+            for i in range(rounds):
+                out = tmp_path / f"round{i}"
+                _effbench("check", str(sub), *common, "--out", str(out / "check"), "--probe", str(PROBE), "--track", "here",
+                          "--json", str(out / "check.json"))
+                _effbench("run", str(sub), *common, "--out", str(out / "run"), "--budget", "none")
+                figures.append((json.loads((out / "check.json").read_text()),
+                                json.loads((out / "run" / "results.json").read_text())["phases"]["execute"]))
 
     benchmark.pedantic(both, rounds=1, iterations=1)
-    report, actual = figures["check"], figures["actual"]
-    pm = report["projected_minutes"]
-    predicted, lo, hi = pm["median"] * 60, pm["p05"] * 60, pm["p95"] * 60
-    err = abs(predicted - actual) / actual
-    covered = lo <= actual <= hi
     case = f"{model}/{suite_name}/bs{batch}"
-    floor, k, n = _floor(tmp_path / "run" / "journal.jsonl", report["cost_model"])
-    repeat = abs(figures["again"] - actual) / actual if "again" in figures else None
+    per_round = []
+    for i, (report, actual) in enumerate(figures):
+        pm = report["projected_minutes"]
+        predicted, lo, hi = pm["median"] * 60, pm["p05"] * 60, pm["p95"] * 60
+        per_round.append({"actual_s": actual, "predicted_s": predicted, "p05_s": lo, "p95_s": hi,
+                          "error": abs(predicted - actual) / actual, "covered": lo <= actual <= hi,
+                          "probe_batches": report["probe"]["batches"], "contention": report["contention"]})
+        print(f"\n{condition} {case}{f' round {i + 1}' if rounds > 1 else ''}: actual {actual:.1f} s, predicted {predicted:.1f} s"
+              f" (90% {lo:.1f}-{hi:.1f}{'' if lo <= actual <= hi else ', MISSED'}), error {abs(predicted - actual) / actual:.1%},"
+              f" probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches)")
+    actuals = [r["actual_s"] for r in per_round]
+    predicted, actual = statistics.median(r["predicted_s"] for r in per_round), statistics.median(actuals)
+    err = abs(predicted - actual) / actual
+    covered = sum(r["covered"] for r in per_round) / rounds  # the share of rounds whose interval held
+    floor, k, n = _floor(tmp_path / "round0" / "run" / "journal.jsonl", figures[0][0]["cost_model"])
+    # how closely the machine repeats the run: each round's run against the one before
+    repeat = statistics.median(abs(b - a) / a for a, b in zip(actuals, actuals[1:])) if rounds > 1 else None
     CASES.setdefault(condition, {})[case] = {"error": err, "covered": covered, "floor": floor, "repeat": repeat,
+                                             "round_errors": [r["error"] for r in per_round],
                                              "scale": "suite" if suite_name.endswith("-large") else "slice"}
-    benchmark.extra_info.update(condition=condition, actual_s=round(actual, 3), predicted_s=round(predicted, 3), p05_s=round(lo, 3),
-                                p95_s=round(hi, 3), error=round(err, 4), covered=covered, probe=report["probe"],
-                                contention=report["contention"], floor=round(floor, 4),
+    benchmark.extra_info.update(condition=condition, actual_s=round(actual, 3), predicted_s=round(predicted, 3), error=round(err, 4),
+                                covered=covered, rounds=per_round, floor=round(floor, 4),
                                 repeat=round(repeat, 4) if repeat is not None else None)
-    print(f"\n{condition} {case}: actual {actual:.1f} s, predicted {predicted:.1f} s (90% {lo:.1f}-{hi:.1f}{'' if covered else ', MISSED'}),"
-          f" error {err:.1%}, probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches);"
-          f" floor {floor:.1%} ({k} of the run's own {n} batches)"
-          + (f"; the same run again: {figures['again']:.1f} s ({repeat:.1%} apart)" if repeat is not None else ""))
+    print(f"{condition} {case}: " + (f"median of {rounds} rounds: actual {actual:.1f} s, predicted {predicted:.1f} s, " if rounds > 1 else "")
+          + f"error {err:.1%}; floor {floor:.1%} ({k} of the run's own {n} batches)"
+          + (f"; a run against the one before: {repeat:.1%} apart (median)" if repeat is not None else ""))
 
 
 def _floor(journal: Path, cost_model: dict, draws: int = 300) -> tuple[float, int, int]:
@@ -200,15 +214,19 @@ def test_summary(benchmark, condition):
         if not of:
             continue
         med = statistics.median(c["error"] for c in of)
+        single = statistics.median(e for c in of for e in c["round_errors"])  # every round on its own
         floor = statistics.median(c["floor"] for c in of)
-        covered = sum(c["covered"] for c in of)
+        covered = sum(c["covered"] for c in of)  # a case counts the share of its rounds whose interval held
         repeats = [c["repeat"] for c in of if c["repeat"] is not None]
         repeat = statistics.median(repeats) if repeats else None
-        benchmark.extra_info[scale] = dict(median_error=round(med, 4), floor=round(floor, 4), covered=covered, cases=len(of),
+        benchmark.extra_info[scale] = dict(median_error=round(med, 4), single_round_error=round(single, 4), floor=round(floor, 4),
+                                           covered=round(covered, 2), cases=len(of),
                                            repeat=round(repeat, 4) if repeat is not None else None, repeated=len(repeats))
         print(f"\n{condition}, {'the 100-400-request slices' if scale == 'slice' else 'suite scale (2000-2700 requests)'}:"
-              f" median error {med:.1%} (target <= 5%; the floor of a 5% probe, from the runs' own batches:"
-              f" {floor:.1%}); the 90% interval covers {covered} of {len(of)} (target >= 9 of 10)"
-              + (f"; the same run twice in a row differs by {repeat:.1%} (median of {len(repeats)} demo-model configurations)" if repeats else ""))
+              f" median error {med:.1%} (target <= 5%; of the median round where a case ran {ROUNDS}; every round on its own:"
+              f" {single:.1%}; the floor of a 5% probe, from the runs' own batches: {floor:.1%});"
+              f" the 90% interval covers {covered:.3g} of {len(of)} (target >= 9 of 10)"
+              + (f"; a run against the one before it differs by {repeat:.1%} (median of {len(repeats)} demo-model configurations)"
+                 if repeats else ""))
     benchmark.extra_info.update(condition=condition)
     benchmark.pedantic(lambda: None, rounds=1)
