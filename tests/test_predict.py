@@ -229,14 +229,32 @@ def test_steal_is_read_on_this_processs_cores_during_the_probe_and_since_boot():
     from effbench.predict.contention import _cpu_times, contention_between
 
     n = len(os.sched_getaffinity(0))
-    top = max(os.sched_getaffinity(0)) + 1
+    cpus = max(os.sched_getaffinity(0)) + 3  # two CPUs outside the mask, as busy as ours: not counted
     # since boot: 1,000 s per core, 5 of them stolen (0.5%); then 10 s of probe, 2.5 s per core stolen
-    before = _cpu_times(_stat(5, 600, 395, top))
-    after = _cpu_times(_stat(7.5, 607.5, 395, top))
+    before = _cpu_times(_stat(5, 600, 395, cpus))
+    after = _cpu_times(_stat(7.5, 607.5, 395, cpus))
     assert before.total == pytest.approx(1000 * n) and before.steal == pytest.approx(5 * n)
-    c = contention_between(before, after, ours=7.5 * top, seconds=10.0)
+    c = contention_between(before, after, ours=7.5 * n, seconds=10.0)
     assert c.usual_steal == pytest.approx(0.005) and c.steal_share == pytest.approx(0.25)
     assert c.other_cores == pytest.approx(0.0, abs=1e-9)
     assert c.contended and c.widen == pytest.approx(1.25) and c.to_json()["usual_steal_share"] == 0.005
-    quiet = contention_between(before, _cpu_times(_stat(5, 607.5, 397.5, top)), ours=7.5 * top, seconds=10.0)
+    quiet = contention_between(before, _cpu_times(_stat(5, 607.5, 397.5, cpus)), ours=7.5 * n, seconds=10.0)
     assert quiet.steal_share == 0.0 and not quiet.contended and quiet.widen == 1.0
+    # others busy on our cores: 5 s of each core's 10 s that this process tree did not use
+    busy = contention_between(before, _cpu_times(_stat(5, 612.5, 392.5, cpus)), ours=7.5 * n, seconds=10.0)
+    assert busy.other_cores == pytest.approx(0.5 * n) and busy.share == pytest.approx(0.5) and busy.contended
+
+
+def test_check_prints_contention_and_steal_above_the_usual_share():
+    """check's lines about the cores (cli.check.contention_lines): widened when others took more
+    than the contended share; steal named when the probe saw 2+ points more than since boot."""
+    from effbench.cli.check import contention_lines
+    from effbench.predict.contention import Contention
+
+    quiet = Contention(10.0, 0.05, 0.01, 2, usual_steal=0.005).to_json()
+    assert contention_lines(quiet) == [] and contention_lines(None) == []
+    burst = contention_lines(Contention(10.0, 0.0, 0.25, 2, usual_steal=0.005).to_json())
+    assert len(burst) == 2 and "widened x1.25" in burst[0] and burst[1].startswith("steal: the hypervisor took 25.0%")
+    assert "0.5% since boot" in burst[1]
+    busy = contention_lines(Contention(10.0, 1.2, 0.0, 2).to_json())
+    assert len(busy) == 1 and "used 60% of this process's 2 cores" in busy[0] and "1.20 cores' worth" in busy[0]

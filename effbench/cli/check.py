@@ -69,13 +69,8 @@ def check(
     out_console.print(f"probe: {pr['requests']} of {report['requests']} requests ({pr['fraction']:.1%}), {pr['batches']} batches,"
                       f" {pr['seconds']:.1f} s; whole check {report['check_seconds']:.1f} s", highlight=False)
     out_console.print(f"memory: {report['memory']['summary']}", highlight=False)
-    if (c := report["contention"]) is not None and c["contended"]:
-        out_console.print(f"[yellow]contention:[/] other work used {c['share']:.0%} of this machine's {c['cores']} cores during the"
-                          f" probe ({c['other_cores']:.2f} cores' worth, steal {c['steal_share']:.1%}): the interval is widened"
-                          f" x{c['interval_widened_by']:.2f}; check again on a quiet machine for a tighter one", highlight=False)
-    if (c := report["contention"]) is not None and c["steal_share"] >= c["usual_steal_share"] + 0.02:
-        out_console.print(f"steal: the hypervisor took {c['steal_share']:.1%} of the cores during the probe, {c['usual_steal_share']:.1%}"
-                          " since boot; the projection keeps the probe's pace (a burst that ends leaves it pessimistic)", highlight=False)
+    for line in contention_lines(report["contention"]):
+        out_console.print(line, highlight=False)
     if html:
         from effbench.report.html_check import write_check_html
 
@@ -84,6 +79,23 @@ def check(
         write_json_out(json_out, report, exit_code=3)  # 2 is FAIL here
     name_library_log(log)
     raise typer.Exit(report["exit_code"])
+
+
+def contention_lines(c: dict | None) -> list[str]:
+    """What check says about others on the cores during the probe (check.json's `contention`):
+    a line when they took enough to widen the interval, one when the hypervisor's steal ran
+    above its usual share."""
+    if c is None:
+        return []
+    lines = []
+    if c["contended"]:
+        lines.append(f"[yellow]contention:[/] other work used {c['share']:.0%} of this process's {c['cores']} cores during the"
+                     f" probe ({c['other_cores']:.2f} cores' worth, steal {c['steal_share']:.1%}): the interval is widened"
+                     f" x{c['interval_widened_by']:.2f}; check again on a quiet machine for a tighter one")
+    if c["steal_share"] >= c["usual_steal_share"] + 0.02:
+        lines.append(f"steal: the hypervisor took {c['steal_share']:.1%} of the cores during the probe, {c['usual_steal_share']:.1%}"
+                     " since boot; the projection keeps the probe's pace (a burst that ends leaves it pessimistic)")
+    return lines
 
 
 def print_check(report: dict, name: str, verbose: bool, console=None) -> None:

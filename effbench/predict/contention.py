@@ -7,8 +7,9 @@ probe's pace: measured on a 2-core VM whose steal since boot is 0.5%, a 27% burs
 of one probe and not its run, but 22-28% lasted the minutes of three probes AND their runs, where
 taking it out made the projections worse (9.5-12% error became 14-32%).
 
-Linux's /proc/stat gives the machine's busy time and each core's steal; psutil gives this
-process tree's own CPU time; the difference is everyone else's.
+Linux's /proc/stat gives each core's busy time and steal, read over the cores this process may
+use (its affinity mask: work pinned elsewhere does not slow it); psutil gives this process tree's
+own CPU time; the difference is everyone else's.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ CONTENDED_SHARE = 0.2
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """Seconds since boot from /proc/stat: all CPUs' busy time, and the steal and total time
-    (busy, idle and steal) of the cores this process may use."""
+    """Seconds since boot from /proc/stat, summed over the cores this process may use: their
+    busy time, the hypervisor's steal and their total (busy, idle and steal)."""
 
     busy: float
     steal: float
@@ -52,9 +53,8 @@ def _cpu_times(stat: str | None = None) -> CpuTimes | None:
             break
         v = [int(x) / tick for x in fields]
         user, nice, system, idle, iowait, irq, softirq, st = (v + [0.0] * 8)[:8]
-        if name == "cpu":
-            busy = user + nice + system + irq + softirq
-        elif name in mine:
+        if name in mine:
+            busy += user + nice + system + irq + softirq
             steal += st
             total += user + nice + system + idle + iowait + irq + softirq + st
     return CpuTimes(busy, steal, total)
@@ -106,8 +106,7 @@ class Contention:
 
 class CpuWatch:
     """Context manager: `with CpuWatch() as w: ...` then `w.result` (None without /proc/stat).
-    Machine-wide busy time counts every core, so others' use is read against the whole machine
-    and reported as cores' worth."""
+    Others' use is reported as cores' worth of this process's cores."""
 
     def __enter__(self) -> "CpuWatch":
         self._t0, self._cpu0, self._ours0 = time.monotonic(), _cpu_times(), _tree_cpu()
@@ -125,6 +124,7 @@ def contention_between(before: CpuTimes | None, after: CpuTimes | None, ours: fl
         return None
     n = cores()
     others = max(0.0, after.busy - before.busy - ours)
-    steal = (after.steal - before.steal) / (seconds * n)
+    spent = after.total - before.total  # our cores' time between the readings (~ seconds x n)
+    steal = (after.steal - before.steal) / spent if spent > 0 else 0.0  # the same share as the usual one
     usual = before.steal / before.total if before.total > 0 else 0.0
     return Contention(seconds, others / seconds, max(0.0, steal), n, usual)
