@@ -140,12 +140,13 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
                           "--json", str(out / "check.json"))
                 _effbench("run", str(sub), *common, "--out", str(out / "run"), "--budget", "none")
                 figures.append((json.loads((out / "check.json").read_text()),
-                                json.loads((out / "run" / "results.json").read_text())["phases"]["execute"]))
+                                json.loads((out / "run" / "results.json").read_text())["profile"]["phases"]))
 
     benchmark.pedantic(both, rounds=1, iterations=1)
     case = f"{model}/{suite_name}/bs{batch}"
     per_round = []
-    for i, (report, actual) in enumerate(figures):
+    for i, (report, phases) in enumerate(figures):
+        actual = phases["execute"]["seconds"]
         pm = report["projected_minutes"]
         predicted, lo, hi = pm["median"] * 60, pm["p05"] * 60, pm["p95"] * 60
         per_round.append({"actual_s": actual, "predicted_s": predicted, "p05_s": lo, "p95_s": hi,
@@ -153,7 +154,9 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
                           "probe_batches": report["probe"]["batches"], "contention": report["contention"]})
         print(f"\n{condition} {case}{f' round {i + 1}' if rounds > 1 else ''}: actual {actual:.1f} s, predicted {predicted:.1f} s"
               f" (90% {lo:.1f}-{hi:.1f}{'' if lo <= actual <= hi else ', MISSED'}), error {abs(predicted - actual) / actual:.1%},"
-              f" probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches)")
+              f" probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches);"
+              # the machine's pace: the same planning (HELM, this process) and the run's CPU seconds per second
+              f" the run's planning {phases['plan']['seconds']:.1f} s, execute on {phases['execute']['cpu_seconds'] / actual:.2f} cores")
     actuals = [r["actual_s"] for r in per_round]
     predicted, actual = statistics.median(r["predicted_s"] for r in per_round), statistics.median(actuals)
     err = abs(predicted - actual) / actual
