@@ -61,8 +61,8 @@ CONFIGS = [
 FIXTURES = {"demo": "demo", "m100": "m100_submission", "m100-16k": "m100_16k_submission"}
 # Configurations measured in ROUNDS rounds of (check, run), one after the other: a prediction cannot
 # be expected closer than the run repeats itself, and on these shared machines a run repeated at once
-# has differed by 5-34% (the CPU the process gets varies: the same run's CPU seconds stay within 5%
-# while its wall time moves). Each round's error is printed; the case's error is that of the median
+# has differed by 1-92% (the machine's pace moves in minutes, CPU seconds with the wall time, no steal
+# seen: each round prints the run's planning seconds, the same work). Each round's error is printed; the case's error is that of the median
 # prediction against the median run, which this noise moves less. The demo model's only (its runs
 # take 5-70 s; the 100M models' 3-10 min would triple the bench). EFFBENCH_BENCH_ROUNDS=1: one round.
 REPEATED = {"demo"}
@@ -130,7 +130,7 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
     _effbench("run", str(sub), "--out", str(tmp_path / "warm"), "--cache-dir", str(cache), "--max-eval-instances", "1",
               "--runs", "dyck*")  # the merge, outside both timings
     rounds = ROUNDS if model in REPEATED else 1
-    figures: list[tuple[dict, float]] = []  # per round: check.json, the run's execute seconds
+    figures: list[tuple[dict, dict]] = []  # per round: check.json, the run's phases (results.json profile)
 
     def both():
         with Hogs() if condition == "loaded" else _Quiet():
