@@ -149,11 +149,11 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
         actual = phases["execute"]["seconds"]
         pm = report["projected_minutes"]
         predicted, lo, hi = pm["median"] * 60, pm["p05"] * 60, pm["p95"] * 60
-        per_round.append({"actual_s": actual, "predicted_s": predicted, "p05_s": lo, "p95_s": hi,
-                          "error": abs(predicted - actual) / actual, "covered": lo <= actual <= hi,
-                          "probe_batches": report["probe"]["batches"], "contention": report["contention"]})
+        r = {"actual_s": actual, "predicted_s": predicted, "p05_s": lo, "p95_s": hi, "error": abs(predicted - actual) / actual,
+             "covered": lo <= actual <= hi, "probe_batches": report["probe"]["batches"], "contention": report["contention"]}
+        per_round.append(r)
         print(f"\n{condition} {case}{f' round {i + 1}' if rounds > 1 else ''}: actual {actual:.1f} s, predicted {predicted:.1f} s"
-              f" (90% {lo:.1f}-{hi:.1f}{'' if lo <= actual <= hi else ', MISSED'}), error {abs(predicted - actual) / actual:.1%},"
+              f" (90% {lo:.1f}-{hi:.1f}{'' if r['covered'] else ', MISSED'}), error {r['error']:.1%},"
               f" probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches);"
               # the machine's pace: the same planning (HELM, this process) and the run's CPU seconds per second
               f" the run's planning {phases['plan']['seconds']:.1f} s, execute on {phases['execute']['cpu_seconds'] / actual:.2f} cores")
