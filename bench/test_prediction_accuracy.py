@@ -61,10 +61,13 @@ CONFIGS = [
 FIXTURES = {"demo": "demo", "m100": "m100_submission", "m100-16k": "m100_16k_submission"}
 # Configurations measured in ROUNDS rounds of (check, run), one after the other: a prediction cannot
 # be expected closer than the run repeats itself, and on these shared machines a run repeated at once
-# has differed by 1-92% (the machine's pace moves in minutes, CPU seconds with the wall time, no steal
-# seen: each round prints the run's planning seconds, the same work). Each round's error is printed; the case's error is that of the median
-# prediction against the median run, which this noise moves less. The demo model's only (its runs
-# take 5-70 s; the 100M models' 3-10 min would triple the bench). EFFBENCH_BENCH_ROUNDS=1: one round.
+# has differed by 1-92% (the machine's pace moves in minutes, CPU seconds with the wall time). Each
+# round prints the run's planning seconds (the same work) and the steal its probe and its run saw,
+# and a second error: against the two checks around the run (the next round's check comes after it,
+# and one more after the last; their geometric mean), where a pace drifting steadily cancels. The
+# case's error is that of the median prediction against the median run, which this noise moves less.
+# The demo model's only (its runs take 5-70 s; the 100M models' 3-10 min would triple the bench).
+# EFFBENCH_BENCH_ROUNDS=1: one round.
 REPEATED = {"demo"}
 ROUNDS = int(os.environ.get("EFFBENCH_BENCH_ROUNDS", "3"))
 
@@ -132,15 +135,23 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
     rounds = ROUNDS if model in REPEATED else 1
     figures: list[tuple[dict, dict]] = []  # per round: check.json, the run's phases (results.json profile)
 
+    def check(out: Path) -> dict:
+        _effbench("check", str(sub), *common, "--out", str(out / "check"), "--probe", str(PROBE), "--track", "here",
+                  "--json", str(out / "check.json"))
+        return json.loads((out / "check.json").read_text())
+
+    after: list[dict] = []  # a check after each run's (the next round's, and one more after the last)
+
     def both():
         with Hogs() if condition == "loaded" else _Quiet():
+            report = check(tmp_path / "round0")
             for i in range(rounds):
                 out = tmp_path / f"round{i}"
-                _effbench("check", str(sub), *common, "--out", str(out / "check"), "--probe", str(PROBE), "--track", "here",
-                          "--json", str(out / "check.json"))
                 _effbench("run", str(sub), *common, "--out", str(out / "run"), "--budget", "none")
-                figures.append((json.loads((out / "check.json").read_text()),
-                                json.loads((out / "run" / "results.json").read_text())["profile"]["phases"]))
+                figures.append((report, json.loads((out / "run" / "results.json").read_text())["profile"]["phases"]))
+                if rounds > 1:
+                    report = check(tmp_path / f"round{i + 1}")
+                    after.append(report)
 
     benchmark.pedantic(both, rounds=1, iterations=1)
     case = f"{model}/{suite_name}/bs{batch}"
@@ -149,14 +160,22 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
         actual = phases["execute"]["seconds"]
         pm = report["projected_minutes"]
         predicted, lo, hi = pm["median"] * 60, pm["p05"] * 60, pm["p95"] * 60
+        ex = phases["execute"]
         r = {"actual_s": actual, "predicted_s": predicted, "p05_s": lo, "p95_s": hi, "error": abs(predicted - actual) / actual,
-             "covered": lo <= actual <= hi, "probe_batches": report["probe"]["batches"], "contention": report["contention"]}
+             "covered": lo <= actual <= hi, "probe_batches": report["probe"]["batches"], "contention": report["contention"],
+             "run_steal_share": ex.get("steal_share"), "run_other_cores": ex.get("other_cores")}
+        if after:  # the checks before and after the run: a pace drifting steadily between them cancels
+            bracket = (predicted * after[i]["projected_minutes"]["median"] * 60) ** 0.5
+            r["bracketed_error"] = abs(bracket - actual) / actual
         per_round.append(r)
         print(f"\n{condition} {case}{f' round {i + 1}' if rounds > 1 else ''}: actual {actual:.1f} s, predicted {predicted:.1f} s"
-              f" (90% {lo:.1f}-{hi:.1f}{'' if r['covered'] else ', MISSED'}), error {r['error']:.1%},"
-              f" probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches);"
-              # the machine's pace: the same planning (HELM, this process) and the run's CPU seconds per second
-              f" the run's planning {phases['plan']['seconds']:.1f} s, execute on {phases['execute']['cpu_seconds'] / actual:.2f} cores")
+              f" (90% {lo:.1f}-{hi:.1f}{'' if r['covered'] else ', MISSED'}), error {r['error']:.1%}"
+              + (f" (with the check after the run: {r['bracketed_error']:.1%})" if after else "")
+              + f", probe {report['probe']['fraction']:.1%} ({report['probe']['batches']} batches);"
+              # the machine's pace: the same planning (HELM, this process), the run's CPU seconds per
+              # second, and the steal the probe and the run saw
+              f" the run's planning {phases['plan']['seconds']:.1f} s, execute on {ex['cpu_seconds'] / actual:.2f} cores;"
+              f" steal: probe {_share(report['contention'], 'steal_share')}, run {_share(ex, 'steal_share')}")
     actuals = [r["actual_s"] for r in per_round]
     predicted, actual = statistics.median(r["predicted_s"] for r in per_round), statistics.median(actuals)
     err = abs(predicted - actual) / actual
@@ -166,6 +185,7 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
     repeat = statistics.median(abs(b - a) / a for a, b in zip(actuals, actuals[1:])) if rounds > 1 else None
     CASES.setdefault(condition, {})[case] = {"error": err, "covered": covered, "floor": floor, "repeat": repeat,
                                              "round_errors": [r["error"] for r in per_round],
+                                             "bracketed_errors": [r["bracketed_error"] for r in per_round if "bracketed_error" in r],
                                              "scale": "suite" if suite_name.endswith("-large") else "slice"}
     benchmark.extra_info.update(condition=condition, actual_s=round(actual, 3), predicted_s=round(predicted, 3), error=round(err, 4),
                                 covered=covered, rounds=per_round, floor=round(floor, 4),
@@ -173,6 +193,11 @@ def test_predicted_vs_actual(benchmark, request, tmp_path, condition, model, sui
     print(f"{condition} {case}: " + (f"median of {rounds} rounds: actual {actual:.1f} s, predicted {predicted:.1f} s, " if rounds > 1 else "")
           + f"error {err:.1%}; floor {floor:.1%} ({k} of the run's own {n} batches)"
           + (f"; a run against the one before: {repeat:.1%} apart (median)" if repeat is not None else ""))
+
+
+def _share(figures: dict | None, key: str) -> str:
+    value = (figures or {}).get(key)
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _floor(journal: Path, cost_model: dict, draws: int = 300) -> tuple[float, int, int]:
@@ -218,16 +243,21 @@ def test_summary(benchmark, condition):
             continue
         med = statistics.median(c["error"] for c in of)
         single = statistics.median(e for c in of for e in c["round_errors"])  # every round on its own
+        bracketed = [e for c in of for e in c["bracketed_errors"]]
+        bracketed = statistics.median(bracketed) if bracketed else None
         floor = statistics.median(c["floor"] for c in of)
         covered = sum(c["covered"] for c in of)  # a case counts the share of its rounds whose interval held
         repeats = [c["repeat"] for c in of if c["repeat"] is not None]
         repeat = statistics.median(repeats) if repeats else None
         benchmark.extra_info[scale] = dict(median_error=round(med, 4), single_round_error=round(single, 4), floor=round(floor, 4),
+                                           bracketed_error=round(bracketed, 4) if bracketed is not None else None,
                                            covered=round(covered, 2), cases=len(of),
                                            repeat=round(repeat, 4) if repeat is not None else None, repeated=len(repeats))
         print(f"\n{condition}, {'the 100-400-request slices' if scale == 'slice' else 'suite scale (2000-2700 requests)'}:"
               f" median error {med:.1%} (target <= 5%; of the median round where a case ran {ROUNDS}; every round on its own:"
-              f" {single:.1%}; the floor of a 5% probe, from the runs' own batches: {floor:.1%});"
+              f" {single:.1%}"
+              + (f"; the two checks around a run: {bracketed:.1%}" if bracketed is not None else "")
+              + f"; the floor of a 5% probe, from the runs' own batches: {floor:.1%});"
               f" the 90% interval covers {covered:.3g} of {len(of)} (target >= 9 of 10)"
               + (f"; a run against the one before it differs by {repeat:.1%} (median of {len(repeats)} demo-model configurations)"
                  if repeats else ""))

@@ -226,23 +226,51 @@ def test_steal_is_read_on_this_processs_cores_during_the_probe_and_since_boot():
     the cores this process may use; steal above the contended share widens the interval."""
     import os
 
-    from effbench.predict.contention import _cpu_times, contention_between
+    from effbench.predict.contention import core_times, contention_between
 
     n = len(os.sched_getaffinity(0))
     cpus = max(os.sched_getaffinity(0)) + 3  # two CPUs outside the mask, as busy as ours: not counted
     # since boot: 1,000 s per core, 5 of them stolen (0.5%); then 10 s of probe, 2.5 s per core stolen
-    before = _cpu_times(_stat(5, 600, 395, cpus))
-    after = _cpu_times(_stat(7.5, 607.5, 395, cpus))
+    before = core_times(_stat(5, 600, 395, cpus))
+    after = core_times(_stat(7.5, 607.5, 395, cpus))
     assert before.total == pytest.approx(1000 * n) and before.steal == pytest.approx(5 * n)
     c = contention_between(before, after, ours=7.5 * n, seconds=10.0)
     assert c.usual_steal == pytest.approx(0.005) and c.steal_share == pytest.approx(0.25)
     assert c.other_cores == pytest.approx(0.0, abs=1e-9)
     assert c.contended and c.widen == pytest.approx(1.25) and c.to_json()["usual_steal_share"] == 0.005
-    quiet = contention_between(before, _cpu_times(_stat(5, 607.5, 397.5, cpus)), ours=7.5 * n, seconds=10.0)
+    quiet = contention_between(before, core_times(_stat(5, 607.5, 397.5, cpus)), ours=7.5 * n, seconds=10.0)
     assert quiet.steal_share == 0.0 and not quiet.contended and quiet.widen == 1.0
     # others busy on our cores: 5 s of each core's 10 s that this process tree did not use
-    busy = contention_between(before, _cpu_times(_stat(5, 612.5, 392.5, cpus)), ours=7.5 * n, seconds=10.0)
+    busy = contention_between(before, core_times(_stat(5, 612.5, 392.5, cpus)), ours=7.5 * n, seconds=10.0)
     assert busy.other_cores == pytest.approx(0.5 * n) and busy.share == pytest.approx(0.5) and busy.contended
+
+
+def test_a_phase_reports_what_other_processes_and_the_hypervisor_took_of_its_cores():
+    """results.json's profile gives each phase the steal share and other processes' cores, as
+    check reports them for its probe: a busy process that is not ours counts, our own work does not."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from effbench.predict.profiler import Telemetry
+
+    tel = Telemetry(interval=0.2)
+    with tel:
+        t0 = time.time()
+        hog = int(subprocess.run(["sh", "-c", "yes >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                                 check=True).stdout)  # reparented to init: not this process's child
+        mine = time.process_time()
+        try:
+            while time.process_time() - mine < 1.0 or time.time() - t0 < 2.0:  # our own CPU: not others'
+                pass
+        finally:
+            os.kill(hog, signal.SIGKILL)
+        t1 = time.time()
+    ph = tel.summary(t0, t1)
+    assert ph["cpu_seconds"] >= 1.0
+    assert ph["other_cores"] >= 0.5  # the hog kept one core busy (more where the machine is busy too)
+    assert 0.0 <= ph["steal_share"] < 1.0
 
 
 def test_check_prints_contention_and_steal_above_the_usual_share():

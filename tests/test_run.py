@@ -119,6 +119,7 @@ def test_profile_without_nvml_says_cpu_and_still_reports(default_run):
     assert set(prof["phases"]) == {"plan", "load", "execute", "score"}
     for ph in prof["phases"].values():
         assert ph["peak_rss_bytes"] > 0 and ph["cpu_seconds"] >= 0
+        assert 0 <= ph["steal_share"] < 1 and ph["other_cores"] >= 0  # the machine's pace (Linux /proc/stat)
     for r in results["runs"]:
         assert r["prefill_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0
         assert 0 < r["latency_s"]["p50"] <= r["latency_s"]["p90"] <= r["latency_s"]["p99"]

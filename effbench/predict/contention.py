@@ -37,7 +37,7 @@ class CpuTimes:
     total: float
 
 
-def _cpu_times(stat: str | None = None) -> CpuTimes | None:
+def core_times(stat: str | None = None) -> CpuTimes | None:
     """`stat`: /proc/stat's text (read here when None); None where it is absent."""
     if stat is None:
         try:
@@ -109,12 +109,12 @@ class CpuWatch:
     Others' use is reported as cores' worth of this process's cores."""
 
     def __enter__(self) -> "CpuWatch":
-        self._t0, self._cpu0, self._ours0 = time.monotonic(), _cpu_times(), _tree_cpu()
+        self._t0, self._cpu0, self._ours0 = time.monotonic(), core_times(), _tree_cpu()
         self.result: Contention | None = None
         return self
 
     def __exit__(self, *exc) -> None:
-        cpu1, ours1, dt = _cpu_times(), _tree_cpu(), time.monotonic() - self._t0
+        cpu1, ours1, dt = core_times(), _tree_cpu(), time.monotonic() - self._t0
         self.result = contention_between(self._cpu0, cpu1, ours1 - self._ours0, dt)
 
 

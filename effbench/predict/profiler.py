@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 
 from effbench.contracts import GenerationResult
+from effbench.predict.contention import CpuTimes, core_times
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Sample:
     power_w: float | None = None
     energy_j: float | None = None  # the card's total-energy counter, where it has one
     sm_clock_mhz: int | None = None
+    cores: CpuTimes | None = None  # /proc/stat over this process's cores, cumulative; None without it
 
 
 def _nvml_handle():
@@ -84,7 +86,7 @@ class Telemetry:
                 cpu += t.user + t.system
             except psutil.NoSuchProcess:  # exited between listing and reading: it holds nothing now
                 continue
-        s = Sample(time.time(), rss, cpu)
+        s = Sample(time.time(), rss, cpu, cores=core_times())
         if self._nvml is not None:
             import pynvml
 
@@ -98,6 +100,7 @@ class Telemetry:
                 power_w=power / 1000 if power is not None else None,
                 energy_j=energy / 1000 if energy is not None else None,
                 sm_clock_mhz=_nvml_optional(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM),
+                cores=s.cores,
             )
         self.samples.append(s)
         return s
@@ -145,13 +148,22 @@ class Telemetry:
                 "samples": [[round(s.t - t0, 3), *(getattr(s, c) for c in cols)] for s in keep]}
 
     def summary(self, t0: float, t1: float) -> dict:
-        """Figures for one phase: peak memory, CPU seconds, and on a GPU utilization, power, energy."""
+        """Figures for one phase: peak memory, CPU seconds, what else took this process's cores (the
+        hypervisor's steal as a share of their time, other processes in cores' worth: the machine's
+        pace during the phase, which check's probe reports the same way), and on a GPU
+        utilization, power, energy."""
         w = self._window(t0, t1)
         out = {
             "seconds": round(t1 - t0, 3),
             "peak_rss_bytes": max((s.rss_bytes for s in w), default=0),
             "cpu_seconds": round(w[-1].cpu_seconds - w[0].cpu_seconds, 3) if len(w) > 1 else 0.0,
         }
+        if len(w) > 1 and w[0].cores is not None and w[-1].cores is not None:
+            a, b = w[0].cores, w[-1].cores
+            spent, span = b.total - a.total, w[-1].t - w[0].t
+            if spent > 0 and span > 0:
+                out["steal_share"] = round((b.steal - a.steal) / spent, 4)
+                out["other_cores"] = round(max(0.0, b.busy - a.busy - (w[-1].cpu_seconds - w[0].cpu_seconds)) / span, 3)
         if self._nvml is not None and w:
             util = [s.gpu_util for s in w if s.gpu_util is not None]
             power = [s.power_w for s in w if s.power_w is not None]
