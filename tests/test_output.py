@@ -65,6 +65,26 @@ def test_run_summary_is_per_group_unless_verbose_and_fits_120_columns(run_and_ch
     assert "synthetic_reasoning:mode=pattern_match" not in stdout  # the default summary is per group
 
 
+def test_the_summary_says_when_others_took_the_cores_during_execute(run_and_check):
+    """results.json's execute phase carries steal and other processes' cores; above check's
+    contended share the summary says the figures ran under that load, below it says nothing."""
+    from effbench.report.summary import shared_cores_line
+
+    results = json.loads((run_and_check[0] / "results.json").read_text())
+    ex = results["profile"]["phases"]["execute"]
+    assert 0 <= ex["steal_share"] < 1 and ex["other_cores"] >= 0
+    ex.update(steal_share=0.01, other_cores=0.1)
+    assert shared_cores_line(results) is None
+    ex.update(steal_share=0.19, other_cores=0.3)
+    line = shared_cores_line(results)
+    n = results["environment"]["cpu_policy"]["cores"]
+    assert line.startswith(f"execute shared its cores: others took {(0.3 + 0.19 * n) / n:.0%} of this process's {n} cores"), line
+    assert "steal 19% of their time, other processes 0.30 cores' worth" in line
+    console = Console(width=120, record=True)
+    print_summary(results, console)
+    assert line in " ".join(console.export_text().split())  # wrapped at the console's width
+
+
 def test_check_prints_its_verdict_first_then_groups(run_and_check):
     _, _, chk, stdout = run_and_check
     report = json.loads((chk / "check.json").read_text())

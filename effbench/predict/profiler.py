@@ -86,6 +86,11 @@ class Telemetry:
                 cpu += t.user + t.system
             except psutil.NoSuchProcess:  # exited between listing and reading: it holds nothing now
                 continue
+        # a child reaped between the two reads above is in neither sum (children_* was read first:
+        # the other order would count it twice): the cumulative CPU seconds never go back, so a phase
+        # ending as the worker exits keeps the worker's seconds (measured: -0.03 CPU s for an 85 s
+        # execute phase)
+        cpu = max(cpu, self.samples[-1].cpu_seconds) if self.samples else cpu
         s = Sample(time.time(), rss, cpu, cores=core_times())
         if self._nvml is not None:
             import pynvml

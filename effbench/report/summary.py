@@ -60,6 +60,24 @@ def _group_rows(runs: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def shared_cores_line(results: dict) -> str | None:
+    """A line when others took more than the contended share of the cores during execute (as
+    check's probe is judged): the run's tokens/s and seconds are this machine's under that load."""
+    from effbench.predict.contention import Contention
+
+    ex = (results.get("profile") or {}).get("phases", {}).get("execute", {})
+    env = results.get("environment") or {}
+    cores = (env.get("cpu_policy") or {}).get("cores") or env.get("cpu_count")
+    if "steal_share" not in ex or not cores:
+        return None
+    c = Contention(ex["seconds"], ex["other_cores"], ex["steal_share"], cores)
+    if not c.contended:
+        return None
+    return (f"execute shared its cores: others took {c.share:.0%} of this process's {cores} cores (the hypervisor's steal"
+            f" {c.steal_share:.0%} of their time, other processes {c.other_cores:.2f} cores' worth): its seconds and tokens/s"
+            " ran under that load")
+
+
 def print_summary(results: dict, console: Console, verbose: bool = False) -> None:
     """The summary of a results.json: one row per scenario group (per run with `verbose`), the
     total, the phases, and the runs not run with why."""
@@ -102,6 +120,8 @@ def print_summary(results: dict, console: Console, verbose: bool = False) -> Non
         console.print(f"[red]{tot['errors']} requests failed[/] (first errors per run: results.json)", highlight=False)
     ph = ", ".join(f"{k} {v:.1f}s" for k, v in results["phases"].items())
     console.print(f"phases: {ph}; memory source: {results['memory_source']}", highlight=False)
+    if (shared := shared_cores_line(results)) is not None:
+        console.print(f"[yellow]{escape(shared)}[/]", highlight=False)
     left = left_out_line({r["name"]: r.get("reason") or "not run" for r in results["runs"] if r["status"] == "not_run"},
                          len(results["runs"]))
     if left:
