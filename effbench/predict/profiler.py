@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 
 from effbench.contracts import GenerationResult
-from effbench.predict.contention import CpuTimes, core_times
+from effbench.predict.contention import CpuTimes, contention_between, core_times
 
 
 @dataclass(frozen=True)
@@ -163,12 +163,9 @@ class Telemetry:
             "peak_rss_bytes": max((s.rss_bytes for s in w), default=0),
             "cpu_seconds": round(w[-1].cpu_seconds - w[0].cpu_seconds, 3) if len(w) > 1 else 0.0,
         }
-        if len(w) > 1 and w[0].cores is not None and w[-1].cores is not None:
-            a, b = w[0].cores, w[-1].cores
-            spent, span = b.total - a.total, w[-1].t - w[0].t
-            if spent > 0 and span > 0:
-                out["steal_share"] = round((b.steal - a.steal) / spent, 4)
-                out["other_cores"] = round(max(0.0, b.busy - a.busy - (w[-1].cpu_seconds - w[0].cpu_seconds)) / span, 3)
+        if len(w) > 1 and (c := contention_between(w[0].cores, w[-1].cores, w[-1].cpu_seconds - w[0].cpu_seconds,
+                                                   w[-1].t - w[0].t)) is not None:
+            out.update(steal_share=round(c.steal_share, 4), other_cores=round(c.other_cores, 3))
         if self._nvml is not None and w:
             util = [s.gpu_util for s in w if s.gpu_util is not None]
             power = [s.power_w for s in w if s.power_w is not None]
