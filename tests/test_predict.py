@@ -149,9 +149,10 @@ def test_prefill_counts_uncached_tokens_and_the_prefix_once_per_cache_miss():
     from effbench.execute.prefix import PrefixGroup
 
     # observed: a batch that computed a 90-token prefix (its first row), then one served from the cache
-    assert prefill_tokens([100, 110], [0, 90]) == 2 * 20 + 90
-    assert prefill_tokens([100, 110], [90, 90]) == 2 * 20
-    assert prefill_tokens([100, 110], [0, 0]) == 2 * 110  # no reuse: rows x the longest, as before
+    # on a prefix the suffixes count unpadded (packed by the HF backend): 10 + 20, not 2 x 20
+    assert prefill_tokens([100, 110], [0, 90]) == 10 + 20 + 90
+    assert prefill_tokens([100, 110], [90, 90]) == 10 + 20
+    assert prefill_tokens([100, 110], [0, 0]) == 2 * 110  # no reuse: rows x the longest, padding included
 
     ga, gb = PrefixGroup("prefix:a", 90), PrefixGroup("prefix:b", 80)
     mk = lambda run, n: [GenerationRequest(id=f"{run}#{i}", prompt="", max_tokens=1, origin=Origin(run=run, index=i)) for i in range(n)]

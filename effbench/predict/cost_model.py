@@ -6,8 +6,10 @@ every run) runs through the scheduler's real batching. Each probe batch gives on
 
     seconds = fixed + a * prefill_tokens + b * decode_steps + c * decoded_tokens
 
-(prefill_tokens: rows x the longest prompt, padding included, counting only the tokens not served
-from a shared prefix's cache, plus the shared prefix where this batch computed it; decode_steps:
+(prefill_tokens: the tokens the backend computes before the first token: on a shared prefix, the
+rows' suffixes unpadded (packed into one sequence by the HF backend, unpadded in vLLM) plus the
+prefix where this batch computed it; without one, rows x the longest prompt, padding included;
+decode_steps:
 forward passes after the prefill, the longest output in the batch; decoded_tokens: all rows'
 outputs), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
 projection replays the scheduler's prefix groups through a cache of the backend's bound in bytes
@@ -54,12 +56,18 @@ def generated_tokens(res: GenerationResult) -> int:
 
 
 def prefill_tokens(prompts: Sequence[int], cached: Sequence[int]) -> int:
-    """One batch's prefill work: rows x the longest uncached part (padding included), plus the
-    shared prefix where a row of this batch computed it for the others (its cached count is lower)."""
+    """One batch's prefill work. On a shared prefix: the rows' suffixes, unpadded (the HF backend
+    packs them into one sequence, hf_prefill.py; vLLM pads nothing), plus the prefix where a row of
+    this batch computed it for the others (its cached count is lower). Without one: rows x the
+    longest prompt, padding included. Counting the padding on a prefix made check under-predict
+    the suite-scale MMLU case by 8-17 points loaded: a probe's batches (a few requests drawn at
+    random per run) carried ~3x their suffix tokens in padding, the run's (sorted by length) ~1.1x,
+    at the same seconds per batch (bench/test_prediction_accuracy.py)."""
     shared = max(cached)
-    width = max(p - shared for p in prompts)
     carried = sum(shared - c for c in cached)
-    return len(prompts) * width + carried
+    if shared > 0:
+        return sum(p - shared for p in prompts) + carried
+    return len(prompts) * max(prompts) + carried
 
 
 def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray, np.ndarray]:
