@@ -54,6 +54,18 @@ def test_a_users_wait_policy_is_kept(demo_submission, cache_dir, monkeypatch):
     assert info.cpu["omp_wait_policy"] == "ACTIVE" and info.cpu["chosen_by"] == "user"
 
 
+def test_a_users_thread_count_is_kept(demo_submission, cache_dir, monkeypatch):
+    """OMP_NUM_THREADS fixes the worker's torch threads (one thread beat two beside busy processes
+    on the demo model, and lost on the ~100M one: README, "Own the CPU")."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    w = BackendWorker(Submission.load(demo_submission), cache_dir)
+    try:
+        info = w.start(timeout=900)
+    finally:
+        w.close()
+    assert info.cpu["torch_threads"] == 1 and info.cpu["cores"] == len(os.sched_getaffinity(0))
+
+
 def test_results_json_records_the_policy(demo_submission, cache_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -5,7 +5,7 @@ torch's GNU OpenMP runtime spin-waits between parallel regions by default. That 
 cores nobody else wants, and collapses when anything else does (another job, HELM scoring in the
 parent, the telemetry thread): the spinning threads hold the cores the waiting ones need. A
 yielding wait (OMP_WAIT_POLICY=PASSIVE) keeps a fair share under load; README "Own the CPU" gives
-the figures and bench/test_cpu_policy.py measures them. A user's own OMP_WAIT_POLICY is kept.
+the figures and bench/test_cpu_policy.py measures them. A user's own OMP_WAIT_POLICY and OMP_NUM_THREADS are kept.
 
 One OpenMP runtime per process: scikit-learn (brought by HELM) bundles its own libgomp, which
 transformers loads when scikit-learn is importable; sentencepiece bundles another. A backend
@@ -73,13 +73,21 @@ def openmp_runtimes() -> list[str]:
     return sorted({m.group(1) for line in maps.splitlines() if (m := _OPENMP.search(line.strip()))})
 
 
+def user_threads() -> int | None:
+    """The thread count the user fixed with OMP_NUM_THREADS (a positive integer), else None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def set_torch_threads() -> int | None:
-    """torch's intra-op threads = the cores of the affinity mask (torch counts the machine's)."""
+    """torch's intra-op threads = the cores of the affinity mask (torch counts the machine's), or
+    the user's OMP_NUM_THREADS, kept like a user's wait policy: which count is faster beside other
+    work depends on the model (README, "Own the CPU")."""
     if "torch" not in sys.modules:
         return None
     import torch
 
-    n = cores()
+    n = user_threads() or cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
