@@ -9,9 +9,8 @@ every run) runs through the scheduler's real batching. Each probe batch gives on
 (prefill_tokens: the tokens the backend computes before the first token: on a shared prefix, the
 rows' suffixes unpadded (packed into one sequence by the HF backend, unpadded in vLLM) plus the
 prefix where this batch computed it; without one, rows x the longest prompt, padding included;
-decode_steps:
-forward passes after the prefill, the longest output in the batch; decoded_tokens: all rows'
-outputs), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
+decode_steps: forward passes after the prefill, the longest output in the batch; decoded_tokens:
+all rows' outputs), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
 projection replays the scheduler's prefix groups through a cache of the backend's bound in bytes
 (effbench/execute/prefix.py's PrefixCache, as the HF backend keeps it). The projection lays out
 the full suite with the scheduler's own
@@ -60,9 +59,9 @@ def prefill_tokens(prompts: Sequence[int], cached: Sequence[int]) -> int:
     packs them into one sequence, hf_prefill.py; vLLM pads nothing), plus the prefix where a row of
     this batch computed it for the others (its cached count is lower). Without one: rows x the
     longest prompt, padding included. Counting the padding on a prefix made check under-predict
-    the suite-scale MMLU case by 8-17 points loaded: a probe's batches (a few requests drawn at
-    random per run) carried ~3x their suffix tokens in padding, the run's (sorted by length) ~1.1x,
-    at the same seconds per batch (bench/test_prediction_accuracy.py)."""
+    the suite-scale MMLU case by 7-14 points more, loaded: a probe's batches (a few requests drawn
+    at random per run) carried ~3x their suffix tokens in padding, the run's (sorted by length)
+    ~1.1x, at the same seconds per batch (README, "Will it finish?")."""
     shared = max(cached)
     carried = sum(shared - c for c in cached)
     if shared > 0:
