@@ -32,6 +32,8 @@ IOMP = Path(sys.prefix) / "lib" / "libiomp5.so"
 CONFIGS = {
     "gnu, runtime default": {"OMP_WAIT_POLICY": ""},
     "gnu, PASSIVE (effbench default)": {},
+    # the user's thread count kept (effbench/execute/cpu.py): one thread beside the busy processes
+    "gnu, PASSIVE, one thread": {"OMP_NUM_THREADS": "1"},
     "gnu, spin 10k then sleep": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
     "intel, runtime default": {"LD_PRELOAD": str(IOMP), "OMP_WAIT_POLICY": ""},
     "intel, PASSIVE": {"LD_PRELOAD": str(IOMP)},
@@ -60,7 +62,8 @@ def _tokens_per_s(worker: BackendWorker) -> float:
 
 
 def _measure(submission: Path, cache: Path, env: dict[str, str]) -> tuple[float, float, dict]:
-    saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "LD_PRELOAD", "EFFBENCH_OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "LD_PRELOAD", "EFFBENCH_OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                            "OMP_NUM_THREADS")}
     for k in saved:
         os.environ.pop(k, None)
     os.environ.update(env)
