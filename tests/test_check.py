@@ -32,16 +32,19 @@ def test_check_passes_a_generous_budget_and_fails_a_tiny_one(demo_submission, ca
     assert len(rep["runs"]) == 4 and all(r["projected_finish_min"] > 0 and r["probed"] == 2 for r in rep["runs"])
     assert rep["runs_past_budget"] == 0 and rep["items_past_budget"] == 0
     assert rep["memory"]["fits"] and "fits on here" in rep["memory"]["summary"]
-    assert set(rep["cost_model"]) == {"fixed", "prefill_tokens", "decode_steps", "decoded_tokens"}
+    assert set(rep["cost_model"]) == {"fixed", "prefill_tokens", "decode_steps", "decoded_tokens", "context_reads"}
     from effbench.execute.journal import read_journal
 
     header, probed, _ = read_journal(tmp_path / "c" / "probe-journal.jsonl")  # what the model was fitted on, kept
     assert header["requests"] == 8 and all(r.ok for r in probed)
-    # and the calibration batch: the probe's longest generation prompt at the full batch width
-    cal = rep["probe"]["calibration"]
+    # and the calibration batches: the probe's longest generation prompt at the full batch width,
+    # decoding a short and a long stretch (bounded by its max_tokens), journaled after the probe
+    cals = rep["probe"]["calibration"]
     width = Submission.load(demo_submission).manifest.limits.max_batch_size
-    assert [r.request_id for r in probed[8:]] == [cal["request"]] and cal["rows"] == width > 1
-    assert len(probed[8].completions) == width and cal["decoded_tokens"] > 0 and cal["seconds"] > 0
+    assert [r.request_id for r in probed[8:]] == [c["request"] for c in cals] and 1 <= len(cals) <= 2
+    assert all(c["rows"] == width > 1 and c["decoded_tokens"] > 0 and c["seconds"] > 0 for c in cals)
+    assert all(len(r.completions) == width for r in probed[8:])
+    assert [c["decoded_tokens"] for c in cals] == sorted(c["decoded_tokens"] for c in cals)
 
     res, rep = check(demo_submission, cache_dir, tmp_path, "--budget", "0.01s", "--in-process", name="tiny")
     assert res.exit_code == 2 and rep["verdict"] == "FAIL" and "FAIL" in res.output

@@ -20,7 +20,7 @@ import numpy as np
 from effbench.backends.options import HFOptions, VLLMOptions
 from effbench.contracts import EffbenchError
 from effbench.predict.contention import CpuWatch
-from effbench.predict.cost_model import (CALIBRATION_SUFFIX, FEATURES, answered_by, between_batches, calibration_request, generated_tokens,
+from effbench.predict.cost_model import (CALIBRATION_SUFFIX, FEATURES, answered_by, between_batches, calibration_requests, generated_tokens,
                                          project, stratified_probe)
 from effbench.plan import Progress, RunOptions, plan_suite, prompt_shapes
 from effbench.results import write_check
@@ -38,16 +38,18 @@ PROBE_JOURNAL = "probe-journal.jsonl"  # in check's --out: the probe's results, 
 VERDICT_EXIT = {"PASS": 0, "AT RISK": 1, "FAIL": 2}
 
 
-def _calibration_info(calib, results: dict) -> dict | None:
-    """check.json's account of the calibration batch: rows, tokens decoded, seconds, or its error."""
-    if calib is None:
-        return None
-    res = results.get(calib.id)
-    if res is None or not res.ok:
-        return {"rows": calib.num_completions, "error": res.error if res is not None else "no result"}
-    t = res.timings
-    return {"rows": calib.num_completions, "request": calib.id, "decoded_tokens": generated_tokens(res),
-            "seconds": round(t.finished - t.started, 3)}
+def _calibration_info(calibs, results: dict) -> list[dict]:
+    """check.json's account of the calibration batches: rows, tokens decoded, seconds, or the error."""
+    out = []
+    for calib in calibs:
+        res = results.get(calib.id)
+        if res is None or not res.ok:
+            out.append({"rows": calib.num_completions, "request": calib.id, "error": res.error if res is not None else "no result"})
+            continue
+        t = res.timings
+        out.append({"rows": calib.num_completions, "request": calib.id, "decoded_tokens": generated_tokens(res),
+                    "seconds": round(t.finished - t.started, 3)})
+    return out
 
 
 def _probe_scores(plan, probe_ids: set[str], results, session, suite: Suite) -> dict[str, float | None]:
@@ -133,15 +135,16 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
         journal = Journal(opts.out / PROBE_JOURNAL, {"plan_digest": plan_digest(probe), "submission": submission.name,
                                                      "suite": suite.name, "requests": len(probe), "probe_fraction": probe_fraction})
         width = submission.manifest.limits.max_batch_size
-        calib = calibration_request(probe, lengths, width)
+        calibs = calibration_requests(probe, lengths, width)
         with CpuWatch() as watch:  # others on the cores make the probe's pace a weaker guide
             report = Scheduler(executor, width).execute(
                 probe, lengths, order=opts.order, on_batch=progress.on_batch, groups=prefixes, journal=journal)
             probe_s = time.time() - t0
-            # one batch at the full width (cost_model.calibration_request says why), timed apart
-            calibrated = Scheduler(executor, width).execute(
-                [calib], {calib.id: lengths[calib.id.removesuffix(CALIBRATION_SUFFIX)]}, journal=journal
-            ).results if calib is not None else {}
+            # batches at the full width (cost_model.calibration_requests says why), each timed apart
+            calibrated = {}
+            for calib in calibs:
+                calibrated |= Scheduler(executor, width).execute(
+                    [calib], {calib.id: lengths[calib.id.split(CALIBRATION_SUFFIX)[0]]}, journal=journal).results
     finally:
         executor.close()
         if journal is not None:
@@ -155,7 +158,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     if target.name != here.name:
         def transform(c):
             t = translate_coefficients(CostCoefficients(*c), here, target, dtype)
-            return np.array([t.fixed, t.prefill, t.step, t.row])
+            return np.array([t.fixed, t.prefill, t.step, t.row, t.context])
     results = report.results
     kind, cache_bytes = _prefix_cache(submission)
     mem = fit_submission(submission, target, prefix_cache_bytes=cache_bytes if kind == "bounded" else 0,
@@ -210,7 +213,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
                   "seconds": round(probe_s, 3), "errors": sum(1 for r in results.values() if not r.ok),
                   "tokens_per_s": round(sum(r.prompt_tokens + r.output_tokens for r in results.values()) / probe_s, 1)
                   if probe_s > 0 else None,
-                  "calibration": _calibration_info(calib, calibrated)},
+                  "calibration": _calibration_info(calibs, calibrated)},
         "contention": contention.to_json() if contention is not None else None,
         "check_seconds": round(time.time() - t_start, 3),
         "load": info,
