@@ -32,7 +32,7 @@ def test_check_passes_a_generous_budget_and_fails_a_tiny_one(demo_submission, ca
     assert len(rep["runs"]) == 4 and all(r["projected_finish_min"] > 0 and r["probed"] == 2 for r in rep["runs"])
     assert rep["runs_past_budget"] == 0 and rep["items_past_budget"] == 0
     assert rep["memory"]["fits"] and "fits on here" in rep["memory"]["summary"]
-    assert set(rep["cost_model"]) == {"fixed", "prefill_tokens", "decode_steps", "decoded_tokens", "context_reads"}
+    assert set(rep["cost_model"]) == {"fixed", "prefill_tokens", "decode_steps", "decoded_tokens"}
     from effbench.execute.journal import read_journal
 
     header, probed, _ = read_journal(tmp_path / "c" / "probe-journal.jsonl")  # what the model was fitted on, kept

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 from effbench.contracts import EffbenchError, GenerationRequest
-from effbench.predict.cost_model import context_reads
 from effbench.predict.roofline import CostCoefficients
 
 
@@ -82,8 +81,7 @@ def coefficients(submission, check: Path | None, hardware_cache: Path | None = N
         from effbench.results import load_check
 
         c = load_check(check)["cost_model"]
-        return (CostCoefficients(c["fixed"], c["prefill_tokens"], c["decode_steps"], c["decoded_tokens"], c.get("context_reads", 0.0)),
-                f"check {check}")
+        return CostCoefficients(c["fixed"], c["prefill_tokens"], c["decode_steps"], c["decoded_tokens"]), f"check {check}"
     from effbench.predict.hardware import measure_here
     from effbench.predict.memfit import fit_submission
 
@@ -96,13 +94,11 @@ def coefficients(submission, check: Path | None, hardware_cache: Path | None = N
 def entry_costs(requests: Sequence[GenerationRequest], lengths: dict[str, int], entry_of: dict[str, str],
                 coef: CostCoefficients, width: int) -> dict[str, float]:
     """Predicted seconds per suite entry: each request's share of a batch of `width` (its fixed
-    cost and decode steps shared by the rows), its prompt, and its outputs at max_tokens with the
-    context they decode (how much of a prompt is a shared prefix is not known here: left out)."""
+    cost and decode steps shared by the rows), its prompt, and its outputs at max_tokens."""
     costs: dict[str, float] = {}
     for r in requests:
         rows = max(1, r.num_completions)
-        t = (coef.fixed / width + coef.prefill * lengths[r.id] + (coef.step / width + coef.row) * r.max_tokens * rows
-             + coef.context * float(context_reads(0, r.max_tokens, rows)))
+        t = coef.fixed / width + coef.prefill * lengths[r.id] + (coef.step / width + coef.row) * r.max_tokens * rows
         entry = entry_of[r.origin.run]
         costs[entry] = costs.get(entry, 0.0) + t
     return costs

@@ -158,7 +158,7 @@ def check(submission: Submission, suite: Suite, opts: RunOptions, *, track: str,
     if target.name != here.name:
         def transform(c):
             t = translate_coefficients(CostCoefficients(*c), here, target, dtype)
-            return np.array([t.fixed, t.prefill, t.step, t.row, t.context])
+            return np.array([t.fixed, t.prefill, t.step, t.row])
     results = report.results
     kind, cache_bytes = _prefix_cache(submission)
     mem = fit_submission(submission, target, prefix_cache_bytes=cache_bytes if kind == "bounded" else 0,

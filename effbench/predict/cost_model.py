@@ -4,14 +4,13 @@ Every request of a suite is known before the first runs, with its prompt tokens 
 submission's tokenizer; only output lengths are unknown. A probe (a stratified sample: a share of
 every run) runs through the scheduler's real batching. Each probe batch gives one observation
 
-    seconds = fixed + a * prefill_tokens + b * decode_steps + c * decoded_tokens + e * context_reads
+    seconds = fixed + a * prefill_tokens + b * decode_steps + c * decoded_tokens
 
 (prefill_tokens: the tokens the backend computes before the first token: on a shared prefix, the
 rows' suffixes unpadded (packed into one sequence by the HF backend, unpadded in vLLM) plus the
 prefix where this batch computed it; without one, rows x the longest prompt, padding included;
 decode_steps: forward passes after the prefill, the longest output in the batch; decoded_tokens:
-all rows' outputs; context_reads: the KV positions the rows' decode steps attend to beyond a shared
-prefix, summed over steps, which grows with the context), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
+all rows' outputs), fitted by non-negative least squares. A prompt's cost is its uncached tokens: the
 projection replays the scheduler's prefix groups through a cache of the backend's bound in bytes
 (effbench/execute/prefix.py's PrefixCache, as the HF backend keeps it). The projection lays out
 the full suite with the scheduler's own
@@ -32,9 +31,9 @@ from effbench.contracts import GenerationRequest, GenerationResult
 from effbench.execute.order import plan_batches
 from effbench.execute.prefix import PrefixCache, PrefixGroup
 
-FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens", "context_reads")
-# decode steps of the two calibration batches: a short one times a step at the full width; a long one
-# at the same width and prompt shows how a step grows with the context the rows have decoded
+FEATURES = ("fixed", "prefill_tokens", "decode_steps", "decoded_tokens")
+# decode steps of the calibration batches: a short one times a step at the full width, a long one
+# (a decode of the run's length) weighs in the fit as much as the probe's long batches do
 CALIBRATION_STEPS = (32, 256)
 CALIBRATION_SUFFIX = "#calibrate"
 
@@ -72,26 +71,8 @@ def prefill_tokens(prompts: Sequence[int], cached: Sequence[int]) -> int:
     return len(prompts) * max(prompts) + carried
 
 
-def own_context(prompts: Sequence[int], cached: Sequence[int]) -> int:
-    """The context each row of a batch carries in its own KV cache before decoding: the longest
-    prompt past the batch's shared prefix (the rows are left-padded to it; the HF backend's cascade
-    decode reads the prefix once per step for all rows, hf_cascade.py), the longest prompt without one."""
-    shared = max(cached)
-    return max(p - shared for p in prompts)
-
-
-def context_reads(own: float, per_row: np.ndarray | Sequence[float], rows: np.ndarray | Sequence[float] | int = 1):
-    """KV positions read by a batch's decode steps beyond the shared prefix: a row decoding g tokens
-    attends to own + 1, own + 2, ... positions, own * g + g^2 / 2 in all; finished rows leave the
-    batch (hf.py drops them). Measured on the generation case (~1,260-token GSM8K prompts, 400
-    steps at 8 rows): a step at the end costs ~25% more than one at the start; without this term
-    check priced the run's GSM8K batches 25-29% low (README, "Will it finish?")."""
-    g = np.asarray(per_row, dtype=float)
-    return np.asarray(rows, dtype=float) * (own * g + g * g / 2)
-
-
 def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray, np.ndarray]:
-    """(features [n_batches, 5], [n_batches, 2] prefill and decode seconds) from results, grouped
+    """(features [n_batches, 4], [n_batches, 2] prefill and decode seconds) from results, grouped
     by batch. The prefill part runs to the batch's first token, the decode part from there on.
     A request of n completions is n rows decoding its tokens between them (its steps: the
     longest row, taken as their mean: exact for identical greedy rows, the calibration batches).
@@ -106,10 +87,8 @@ def batch_observations(results: Sequence[GenerationResult]) -> tuple[np.ndarray,
         steps = [-(-g // max(1, len(m.completions))) for g, m in zip(gen, members)]
         t = members[0].timings
         first = t.first_token if t.first_token is not None else t.finished
-        prompts, cached = [m.prompt_tokens for m in members], [m.cached_tokens for m in members]
-        rows = [max(1, len(m.completions)) for m in members]
-        reads = context_reads(own_context(prompts, cached), [g / n for g, n in zip(gen, rows)], rows).sum()
-        X.append([1.0, prefill_tokens(prompts, cached), max(steps), sum(gen), reads])
+        pre = prefill_tokens([m.prompt_tokens for m in members], [m.cached_tokens for m in members])
+        X.append([1.0, pre, max(steps), sum(gen)])
         y.append([first - t.started, t.finished - first])
     return np.asarray(X, dtype=float).reshape(-1, len(FEATURES)), np.asarray(y, dtype=float).reshape(-1, 2)
 
@@ -127,25 +106,27 @@ def calibration_requests(probe: Sequence[GenerationRequest], lengths: dict[str, 
     """Requests that decode at the full batch width, one batch each: the probe's longest generation
     prompt as max_batch_size greedy completions (identical rows, the cost of any rows of that
     shape), no stop sequence, once per length in `steps` (bounded by its max_tokens; one batch
-    when that bound makes them alike). A probe's batches hold a few requests of each run, all about
+    where that bound makes them alike). A probe's batches hold a few requests of each run, all about
     one width, which cannot tell a decode step's cost (the weights, read once per step) from its
-    rows' (more at a wider batch); the full run's batches are max_batch_size wide. Two lengths at
-    one width and prompt tell a step's fixed cost from its growth with the decoded context, which
-    a probe's few long rows are too noisy to show. Empty when nothing decodes past its first
-    token, or batches are one row wide anyway."""
+    rows' (more at a wider batch); the full run's batches are max_batch_size wide. The fit weighs a
+    batch by its seconds: a short calibration alone (0.1 s on the demo) was outweighed by the
+    probe's 1-2 s batches of one or two rows, which ran a step 15-25% cheaper than the run's 8-row
+    batches (the generation case: check 17-20% under in every quiet round; with the long one, its
+    fit on the run's own batches erred -18/-1/-20% where the short one alone gave -43/-27/-35%,
+    README "Will it finish?"). Empty when nothing decodes past its first token, or batches are one
+    row wide anyway."""
     gen = [q for q in probe if q.max_tokens > 1 and not q.echo_prompt]
     if max_batch_size < 2 or not gen:
         return []
     q = max(gen, key=lambda q: lengths[q.id])
-    lengths_run = sorted({min(q.max_tokens, n) for n in steps})
     return [replace(q, id=f"{q.id}{CALIBRATION_SUFFIX}{n}", num_completions=max_batch_size, temperature=0.0, top_p=1.0,
-                    seed=None, max_tokens=n, stop_sequences=()) for n in lengths_run]
+                    seed=None, max_tokens=n, stop_sequences=()) for n in sorted({min(q.max_tokens, n) for n in steps})]
 
 
 def fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative least squares (no term may make a batch cheaper), in two parts that each need
     only two batches of different shapes: prefill seconds ~ fixed + a * prefill_tokens, decode
-    seconds ~ b * decode_steps + c * decoded_tokens + e * context_reads. Returns [fixed, a, b, c, e]."""
+    seconds ~ b * decode_steps + c * decoded_tokens. Returns [fixed, a, b, c]."""
     pre = _nnls(X[:, :2], y[:, 0])
     dec = _nnls(X[:, 2:], y[:, 1])
     return np.concatenate([pre, dec])
@@ -210,7 +191,6 @@ def project(
     starts = np.cumsum([0] + [len(b) for b in batches[:-1]])
     prefill = np.array(expected_prefill(batches, lengths, groups or {}, prefix_cache_bytes, kv_bytes_per_token), dtype=float)
     rows_per_req = np.array([q.num_completions for q in flat], dtype=float)
-    own = np.repeat(expected_own_context(batches, lengths, groups or {}, prefix_cache_bytes), [len(b) for b in batches])
 
     # Draw output lengths: [samples, requests]
     draws = np.empty((samples, len(flat)))
@@ -222,7 +202,6 @@ def project(
             draws[:, j] = q.max_tokens
     steps = np.maximum.reduceat(draws, starts, axis=1)  # [samples, batches]
     decoded = np.add.reduceat(draws * rows_per_req, starts, axis=1)
-    reads = np.add.reduceat(context_reads(own[None, :], draws, rows_per_req[None, :]), starts, axis=1)
 
     # Coefficients: the point fit first, then fits on resampled probe batches.
     coefs = np.empty((samples, len(FEATURES)))
@@ -233,7 +212,7 @@ def project(
         coefs = np.apply_along_axis(coef_transform, 1, coefs)
         point = coef_transform(point)
     per_batch = (coefs[:, [0]] + coefs[:, [1]] * prefill[None, :]
-                 + coefs[:, [2]] * steps + coefs[:, [3]] * decoded + coefs[:, [4]] * reads)  # [samples, batches]
+                 + coefs[:, [2]] * steps + coefs[:, [3]] * decoded)  # [samples, batches]
     # what the model misses on batches it was not fitted on, as a factor on the whole (sample 0: none),
     # and the scheduler's time between batches (IPC, the journal), which no batch's own clock sees
     gap = gap if isinstance(gap, Gap) else Gap(float(gap))
@@ -323,8 +302,9 @@ def expected_prefill(batches: Sequence[Sequence[GenerationRequest]], lengths: di
     cache: PrefixCache[str, None] = PrefixCache(cache_bytes or 0)
     out = []
     for b in batches:
-        group = _shared_group(b, groups, cache_bytes)
-        if group is None:
+        g = {groups[q.id] if q.id in groups else None for q in b}
+        group = g.pop() if len(g) == 1 else None
+        if group is None or group.tokens == 0 or cache_bytes is None:
             out.append(len(b) * max(lengths[q.id] for q in b))
             continue
         hit = group.key in cache
@@ -334,24 +314,6 @@ def expected_prefill(batches: Sequence[Sequence[GenerationRequest]], lengths: di
             cache.put(group.key, None, group.tokens * bytes_per_token)
         cached = [group.tokens] * len(b) if hit else [0] + [group.tokens] * (len(b) - 1)
         out.append(prefill_tokens([lengths[q.id] for q in b], cached))
-    return out
-
-
-def _shared_group(batch: Sequence[GenerationRequest], groups: dict[str, PrefixGroup], cache_bytes: int | None) -> PrefixGroup | None:
-    """The prefix group every request of the batch shares, where the backend shares prefixes at all."""
-    g = {groups[q.id] if q.id in groups else None for q in batch}
-    group = g.pop() if len(g) == 1 else None
-    return group if group is not None and group.tokens > 0 and cache_bytes is not None else None
-
-
-def expected_own_context(batches: Sequence[Sequence[GenerationRequest]], lengths: dict[str, int],
-                         groups: dict[str, PrefixGroup], cache_bytes: int | None) -> list[int]:
-    """Each batch's own_context as the backend will run it: past its group's prefix where it shares one."""
-    out = []
-    for b in batches:
-        group = _shared_group(b, groups, cache_bytes)
-        shared = group.tokens if group is not None else 0
-        out.append(own_context([lengths[q.id] for q in b], [shared] * len(b)))
     return out
 
 

@@ -53,31 +53,26 @@ def translate(
 
 @dataclass(frozen=True)
 class CostCoefficients:
-    """Per-batch time model: T = fixed + prefill * prefill_tokens + step * decode_steps + row * decoded_tokens
-    + context * context_reads.
+    """Per-batch time model: T = fixed + prefill * prefill_tokens + step * decode_steps + row * decoded_tokens.
 
     fixed: s per batch (Python, tokenization, set-up); prefill: s per prompt token; step: s per
     decode step of the batch (weights streamed once per step); row: s per generated token, i.e.
-    per sequence per step (its share of the compute); context: s per KV position a decode step
-    attends to past the shared prefix (cost_model.context_reads: the KV cache read)."""
+    per sequence per step (its KV cache read and its share of the compute)."""
 
     fixed: float
     prefill: float
     step: float
     row: float
-    context: float = 0.0
 
-    def seconds(self, prefill_tokens: float, decode_steps: float, decoded_tokens: float, context_reads: float = 0.0) -> float:
-        return (self.fixed + self.prefill * prefill_tokens + self.step * decode_steps + self.row * decoded_tokens
-                + self.context * context_reads)
+    def seconds(self, prefill_tokens: float, decode_steps: float, decoded_tokens: float) -> float:
+        return self.fixed + self.prefill * prefill_tokens + self.step * decode_steps + self.row * decoded_tokens
 
 
 def translate_coefficients(
     coef: CostCoefficients, src: HardwareProfile, dst: HardwareProfile, dtype: str, *, fixed_scale: float = 1.0
 ) -> CostCoefficients:
     """The cost model's coefficients moved from src to dst: the prefill term by the FLOP/s ratio,
-    the step, row and context terms by the bandwidth ratio, the fixed term multiplied by `fixed_scale`
+    the step and row terms by the bandwidth ratio, the fixed term multiplied by `fixed_scale`
     (default 1: per-batch overheads are host-side and do not follow the device's roofs)."""
     c, b = compute_ratio(src, dst, dtype), bandwidth_ratio(src, dst)
-    return CostCoefficients(fixed=coef.fixed * fixed_scale, prefill=coef.prefill * c, step=coef.step * b, row=coef.row * b,
-                            context=coef.context * b)
+    return CostCoefficients(fixed=coef.fixed * fixed_scale, prefill=coef.prefill * c, step=coef.step * b, row=coef.row * b)
