@@ -119,8 +119,9 @@ def calibration_requests(probe: Sequence[GenerationRequest], lengths: dict[str, 
     if max_batch_size < 2 or not gen:
         return []
     q = max(gen, key=lambda q: lengths[q.id])
+    bounded = sorted({min(q.max_tokens, s) for s in steps})
     return [replace(q, id=f"{q.id}{CALIBRATION_SUFFIX}{n}", num_completions=max_batch_size, temperature=0.0, top_p=1.0,
-                    seed=None, max_tokens=n, stop_sequences=()) for n in sorted({min(q.max_tokens, n) for n in steps})]
+                    seed=None, max_tokens=n, stop_sequences=()) for n in bounded]
 
 
 def fit(X: np.ndarray, y: np.ndarray) -> np.ndarray:
